@@ -1,0 +1,54 @@
+"""python -m distributor: the registry server (see README.md for flags)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+
+import structlog
+
+from distributor import config as distributor_config
+from distributor.http import make_app
+from distributor.registry import Registry
+from distributor.server import DistributorServer
+from shared import log as mesh_log
+from shared.config import join_address
+from shared.connection import LoopLag
+from shared.http import start_http
+from shared.program import listen_or_fail, run_program
+
+log = structlog.get_logger()
+
+
+def parse(argv: list[str]) -> distributor_config.DistributorConfig:
+    config = distributor_config.parse(argv, os.environ)
+    mesh_log.configure(config.log_level)
+    return config
+
+
+async def serve(
+    config: distributor_config.DistributorConfig, lag: LoopLag, stop: asyncio.Event
+) -> None:
+    registry = Registry(epoch=secrets.token_hex(8), max_members=config.tuning.max_members)
+    server = DistributorServer(registry, config.tuning, lag)
+    await listen_or_fail(
+        "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
+    )
+    try:
+        address = join_address(config.http_host, config.http_port)
+        runner = await listen_or_fail(
+            "HTTP", start_http(make_app(registry), config.http_host, config.http_port), address
+        )
+        try:
+            log.info("distributor_ready", address=server.address, http=address)
+            await stop.wait()
+            log.info("distributor_stopping")
+        finally:
+            await runner.cleanup()
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    run_program("distributor", parse, serve)

@@ -1,0 +1,77 @@
+"""The registry: who is registered, as versioned events. Pure state, no I/O, no clock.
+
+Every change bumps the version and comes back as the delta to send to every
+other node, so one event costs O(N) bytes in all. The epoch names this run of
+the distributor: a node that sees a new epoch knows versions started over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
+
+
+class RegistrationRefused(Exception):
+    """A hello the registry will not accept; `code` is the error frame's code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    member: Member
+    connected_since: float  # wall-clock seconds, passed in by the caller
+
+
+class Registry:
+    def __init__(self, epoch: str, max_members: int = 10000) -> None:
+        self.epoch = epoch
+        self.max_members = max_members
+        self.version = 0
+        self._entries: dict[str, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, member_id: str) -> bool:
+        return member_id in self._entries
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def get(self, member_id: str) -> Entry | None:
+        return self._entries.get(member_id)
+
+    def register(self, member: Member, now: float) -> tuple[MemberJoined, Member | None]:
+        """Add or replace a member; returns the delta and the record it replaced, if any.
+
+        A newer incarnation of a registered id replaces the old entry (sent on
+        as member_joined, never as a leave); an equal or older one is an
+        attempt from before a freeze and is refused.
+        """
+        old = self._entries.get(member.id)
+        if old is not None and member.incarnation <= old.member.incarnation:
+            raise RegistrationRefused(
+                "stale_incarnation",
+                f"incarnation {member.incarnation} is not newer than {old.member.incarnation}",
+            )
+        if old is None and len(self._entries) >= self.max_members:
+            raise RegistrationRefused("full", f"the registry is full ({self.max_members} members)")
+        self._entries[member.id] = Entry(member, now)
+        self.version += 1
+        return MemberJoined(self.version, member), old.member if old else None
+
+    def unregister(self, member: Member, reason: str) -> MemberLeft | None:
+        """Remove exactly this registration; None when it was already replaced or gone."""
+        entry = self._entries.get(member.id)
+        if entry is None or entry.member != member:
+            return None
+        del self._entries[member.id]
+        self.version += 1
+        return MemberLeft(self.version, member, reason)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.epoch, self.version, tuple(e.member for e in self._entries.values()))

@@ -1,0 +1,131 @@
+"""Configuration both programs share: flags with MESH_* fallbacks, and tuning.
+
+Every flag has an environment variable and the flag wins. Tuning is by
+environment only. A bad value is a start-up error: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+
+class ConfigError(Exception):
+    """A start-up error; the message is the one line the user sees."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one clear line, not argparse's usage block
+        raise ConfigError(message)
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); ConfigError when malformed."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{address!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    return int(text)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_common_flags(
+    parser: argparse.ArgumentParser, env: Mapping[str, str], *, port: int, http_port: int
+) -> None:
+    """The flags both programs take, with their MESH_* fallbacks."""
+
+    def default(name: str, fallback: object) -> object:
+        return env.get(name, fallback)
+
+    parser.add_argument("--host", default=default("MESH_HOST", "0.0.0.0"), help="listener address")
+    parser.add_argument(
+        "--port", type=port_number, default=default("MESH_PORT", str(port)), help="listener port"
+    )
+    parser.add_argument(
+        "--http-host",
+        default=default("MESH_HTTP_HOST", None),
+        help="HTTP address (default: --host)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=port_number,
+        default=default("MESH_HTTP_PORT", str(http_port)),
+        help="HTTP port",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=default("MESH_LOG_LEVEL", "info").lower(),
+        help="log level",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Timing and limits, from MESH_* environment variables (seconds unless named)."""
+
+    heartbeat_interval: float = 1.0  # a heartbeat each way on every link
+    heartbeat_timeout: float = 3.0  # a link silent this long is dead, whatever TCP says
+    handshake_timeout: float = 5.0  # no valid hello by then: the connection is closed
+    retry_base: float = 0.1  # first backoff step for distributor and peer retries
+    retry_max: float = 5.0  # backoff cap for distributor and peer retries
+    peer_retry_window: float = 30.0  # unreachable, unlisted members are forgotten after this
+    request_timeout: float = 5.0  # default timeout of a node-to-node request
+    max_inflight: int = 1024  # requests in flight on one peer link; beyond, 429
+    max_frame: int = 1024 * 1024  # frame cap in bytes
+    max_connections: int = 1024  # concurrent connections still in the handshake
+    max_members: int = 10000  # distributor capacity
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tuning:
+        values: dict[str, float | int] = {}
+        for name, fallback in cls().__iter_defaults():
+            key = "MESH_" + name.upper()
+            if key not in env:
+                continue
+            text = env[key].strip()
+            try:
+                value = type(fallback)(text)
+            except ValueError:
+                raise ConfigError(f"{key}={text!r} is not a number") from None
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{key}={text!r} must be a positive number")
+            values[name] = value
+        tuning = cls(**values)
+        if tuning.heartbeat_timeout < 2 * tuning.heartbeat_interval:
+            raise ConfigError(
+                f"MESH_HEARTBEAT_TIMEOUT ({tuning.heartbeat_timeout}) must be at least twice "
+                f"MESH_HEARTBEAT_INTERVAL ({tuning.heartbeat_interval})"
+            )
+        return tuning
+
+    def __iter_defaults(self) -> list[tuple[str, float | int]]:
+        return [(name, getattr(self, name)) for name in self.__slots__]
+
+
+def environ() -> dict[str, str]:
+    return dict(os.environ)

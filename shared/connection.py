@@ -1,0 +1,256 @@
+"""The asyncio edge: one TCP stream <-> frames, heartbeats and liveness.
+
+Like httpcore's connection, the socket loop is one small function, exceptions
+are mapped to a link's end reason in one place, and cleanup is safe under
+cancellation. A link is dead after MESH_HEARTBEAT_TIMEOUT of silence (plus the
+process's own event-loop lag), whatever TCP says: that is how a frozen peer is
+found, not only a closed socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from shared.config import Tuning
+from shared.framing import FrameDecoder, encode_frame
+from shared.wire import (
+    PROTOCOL_VERSION,
+    Error,
+    Heartbeat,
+    Hello,
+    Leave,
+    Message,
+    ProtocolError,
+    UnknownMessageType,
+    versions_overlap,
+)
+
+log = structlog.get_logger()
+
+READ_CHUNK = 64 * 1024
+
+
+class LoopLag:
+    """How late this process's own timers fire (memberlist's awareness).
+
+    Added to every liveness timeout, so a stalled process does not blame its
+    peers for its own stall.
+    """
+
+    def __init__(self, interval: float = 0.1, window: float = 10.0) -> None:
+        self.interval = interval
+        self._samples: collections.deque[float] = collections.deque(maxlen=int(window / interval))
+
+    @property
+    def current(self) -> float:
+        return max(self._samples, default=0.0)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval)
+            self._samples.append(max(0.0, loop.time() - started - self.interval))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEnd:
+    """Why a link ended: 'leave', 'closed', 'timeout' or 'protocol' (as in member_left)."""
+
+    reason: str
+    detail: str
+
+
+class LinkDown(Exception):
+    """The link ended while we were reading or writing on it."""
+
+    def __init__(self, end: LinkEnd) -> None:
+        super().__init__(end.detail)
+        self.end = end
+
+
+def peer_label(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = peer[0]
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return "?"
+
+
+class Link:
+    """Frames over one stream; owns the stream and closes it."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tuning: Tuning,
+        lag: LoopLag,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.tuning = tuning
+        self.lag = lag
+        self.remote = peer_label(writer)
+        self.log = logger or log.bind(peer=self.remote)
+        self.peer_version = PROTOCOL_VERSION
+        self._decoder = FrameDecoder(tuning.max_frame)
+        self._loop = asyncio.get_running_loop()
+        self.last_received = self._loop.time()
+        self._heartbeat = encode_frame(Heartbeat())
+        # a peer that stops reading must not make us buffer without bound
+        self._write_limit = 4 * tuning.max_frame + 64 * 1024
+        self._unknown_types: set[str] = set()
+
+    # -- writing -------------------------------------------------------------
+
+    def send_nowait(self, data: Message | bytes) -> None:
+        """Queue one frame (or pre-encoded frame bytes) without waiting."""
+        if self.writer.is_closing():
+            return
+        if isinstance(data, Message):
+            data = encode_frame(data, self.tuning.max_frame)
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > self._write_limit:
+            self.log.warning("link_aborted", why="peer is not reading its frames")
+            self.writer.transport.abort()
+
+    async def send(self, data: Message | bytes) -> None:
+        """Send one frame and wait until the OS took it; LinkDown if it could not."""
+        try:
+            self.send_nowait(data)
+            async with asyncio.timeout(self.tuning.heartbeat_timeout):
+                await self.writer.drain()
+        except (OSError, TimeoutError) as exc:
+            raise LinkDown(LinkEnd("closed", f"send failed: {exc!r}")) from None
+        if self.writer.is_closing():
+            raise LinkDown(LinkEnd("closed", "link is closed"))
+
+    async def _send_heartbeats(self) -> None:
+        while not self.writer.is_closing():
+            self.send_nowait(self._heartbeat)
+            await asyncio.sleep(self.tuning.heartbeat_interval)
+
+    # -- reading -------------------------------------------------------------
+
+    async def receive(self, deadline: float) -> Message:
+        """The next message, waiting until the loop time `deadline` at most.
+
+        Every failure is mapped here, once, to a LinkDown with its reason.
+        """
+        while True:
+            try:
+                message = self._decoder.next_message()
+            except UnknownMessageType as exc:
+                if self.peer_version <= PROTOCOL_VERSION:
+                    raise LinkDown(LinkEnd("protocol", str(exc))) from None
+                if exc.type_name not in self._unknown_types:  # a newer peer: log once, go on
+                    self._unknown_types.add(exc.type_name)
+                    self.log.info("unknown_message_type_ignored", type=exc.type_name)
+                continue
+            except ProtocolError as exc:
+                raise LinkDown(LinkEnd("protocol", str(exc))) from None
+            if message is not None:
+                self.last_received = self._loop.time()
+                return message
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await self.reader.read(READ_CHUNK)
+            except TimeoutError:
+                raise LinkDown(LinkEnd("timeout", "no frame within the timeout")) from None
+            except OSError as exc:
+                raise LinkDown(LinkEnd("closed", f"read failed: {exc!r}")) from None
+            if not data:
+                raise LinkDown(LinkEnd("closed", "connection closed by peer"))
+            self._decoder.feed(data)
+
+    async def receive_alive(self) -> Message:
+        """The next message, or LinkDown after heartbeat silence (plus our own lag)."""
+        while True:
+            deadline = self.last_received + self.tuning.heartbeat_timeout + self.lag.current
+            try:
+                return await self.receive(deadline)
+            except LinkDown as exc:
+                # our own stall may have grown while we waited: give the peer that too
+                grace = self.last_received + self.tuning.heartbeat_timeout + self.lag.current
+                if exc.end.reason != "timeout" or self._loop.time() >= grace:
+                    raise
+
+    async def handshake(self) -> Hello:
+        """Wait for the peer's hello within the handshake timeout and check its versions."""
+        deadline = self._loop.time() + self.tuning.handshake_timeout
+        message = await self.receive(deadline)
+        if isinstance(message, Error):
+            raise LinkDown(LinkEnd("protocol", f"refused: {message.code}: {message.message}"))
+        if not isinstance(message, Hello):
+            raise LinkDown(LinkEnd("protocol", f"expected hello, got {message.TYPE}"))
+        if not versions_overlap(message):
+            text = (
+                f"peer speaks versions {message.min_version}..{message.version}, "
+                f"we speak {PROTOCOL_VERSION}"
+            )
+            self.send_nowait(Error("unsupported_version", text))
+            raise LinkDown(LinkEnd("protocol", text))
+        self.peer_version = message.version
+        self.log = self.log.bind(peer_id=message.id, peer_name=message.name)
+        return message
+
+    async def serve(self, on_message: Callable[[Message], None]) -> LinkEnd:
+        """Heartbeats out, messages in, until the link ends; returns why it ended."""
+        beats = asyncio.create_task(self._send_heartbeats())
+        try:
+            while True:
+                message = await self.receive_alive()
+                if isinstance(message, Leave):
+                    return LinkEnd("leave", "peer said goodbye")
+                if isinstance(message, Error):
+                    self.log.warning("peer_error", code=message.code, message=message.message)
+                    continue
+                if not isinstance(message, Heartbeat):
+                    on_message(message)
+        except LinkDown as exc:
+            return exc.end
+        except ProtocolError as exc:  # a handler rejected what the peer sent
+            return LinkEnd("protocol", str(exc))
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+
+    async def close(self) -> None:
+        """Close the stream; safe to call twice and under cancellation."""
+        self.writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+async def open_link(host: str, port: int, tuning: Tuning, lag: LoopLag) -> Link:
+    """Dial host:port within the handshake timeout; LinkDown if it cannot."""
+    try:
+        async with asyncio.timeout(tuning.handshake_timeout):
+            reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+    except (OSError, TimeoutError) as exc:
+        raise LinkDown(LinkEnd("closed", describe_error(exc))) from None
+    return Link(reader, writer, tuning, lag)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failure in a few words, for last_error and logs."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,65 @@
+"""Sans-I/O framing: bytes in, messages out; messages in, bytes out. No sockets here.
+
+A frame is a 4-byte big-endian length followed by that many bytes of one JSON
+object (see wire.py). Like h11's receive buffer, the decoder only ever hands
+out whole frames: partial frames wait for more data, and several frames in one
+read come out one by one.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from shared.wire import FrameTooLarge, Message, decode, encode
+
+DEFAULT_MAX_FRAME = 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+
+def frame(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Prefix an encoded body with its length; refuse to build an oversize frame."""
+    if len(body) > max_frame:
+        raise FrameTooLarge(f"frame of {len(body)} bytes is over the cap of {max_frame}")
+    return _LENGTH.pack(len(body)) + body
+
+
+def encode_frame(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    return frame(encode(message), max_frame)
+
+
+class FrameDecoder:
+    """Feed it bytes as they arrive; take whole messages out with next_message().
+
+    A ProtocolError from next_message() means the stream is unusable: the caller
+    closes that connection. The decoder refuses an oversize frame as soon as its
+    length prefix arrives, before buffering the body.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._start = 0  # consumed prefix, compacted lazily to avoid quadratic copies
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) - self._start
+
+    def next_message(self) -> Message | None:
+        """The next whole message, or None until more bytes arrive."""
+        if self.buffered < _LENGTH.size:
+            return None
+        (length,) = _LENGTH.unpack_from(self._buffer, self._start)
+        if length > self.max_frame:
+            raise FrameTooLarge(f"frame of {length} bytes is over the cap of {self.max_frame}")
+        body_start = self._start + _LENGTH.size
+        if len(self._buffer) - body_start < length:
+            return None
+        body = bytes(self._buffer[body_start : body_start + length])
+        self._start = body_start + length
+        if self._start > 65536 and self._start * 2 > len(self._buffer):
+            del self._buffer[: self._start]
+            self._start = 0
+        return decode(body)

@@ -1,0 +1,380 @@
+"""Message types of the mesh protocol and their validated JSON form.
+
+Every frame body is one JSON object with a ``type`` field. The message enum is
+only ever appended to (memberlist's rule): a peer speaking a newer protocol may
+send types we do not know, and the link decides whether that is an error.
+Unknown fields are ignored, so a newer peer may add fields to a known type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+PROTOCOL_VERSION = 1  # the version this code speaks
+MIN_PROTOCOL_VERSION = 1  # the oldest version it still accepts
+
+MAX_ID = 64
+MAX_NAME = 255
+MAX_ADDRESS = 300
+MAX_METHOD = 128
+MAX_TEXT = 1024
+MAX_INT = 2**53  # JSON-safe integers
+
+
+class ProtocolError(Exception):
+    """The remote side sent something we cannot accept; close that link only."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame (incoming or about to be sent) is over the size cap."""
+
+
+class UnknownMessageType(ProtocolError):
+    """A well-formed frame of a type this version does not know."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(f"unknown message type {type_name!r}")
+        self.type_name = type_name
+
+
+# -- field validation -------------------------------------------------------
+
+
+def _text(obj: dict[str, Any], key: str, limit: int, *, empty: bool = False) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"field {key!r} must be a string")
+    if len(value) > limit or (not empty and not value):
+        raise ProtocolError(f"field {key!r} must be 1..{limit} characters")
+    return value
+
+
+def _optional_text(obj: dict[str, Any], key: str, limit: int) -> str | None:
+    return None if obj.get(key) is None else _text(obj, key, limit, empty=True)
+
+
+def _count(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    # bool is an int in Python, never a count on our wire
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_INT:
+        raise ProtocolError(f"field {key!r} must be a non-negative integer")
+    return value
+
+
+def _flag(obj: dict[str, Any], key: str) -> bool:
+    value = obj.get(key, True)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"field {key!r} must be a boolean")
+    return value
+
+
+def _address(obj: dict[str, Any], key: str) -> str:
+    value = _text(obj, key, MAX_ADDRESS)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProtocolError(f"field {key!r} must be host:port")
+    return value
+
+
+# -- records ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One node as the mesh knows it."""
+
+    id: str
+    name: str
+    address: str  # host:port other nodes dial
+    incarnation: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "address": self.address,
+            "incarnation": self.incarnation,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Member:
+        if not isinstance(obj, dict):
+            raise ProtocolError("a member must be an object")
+        return cls(
+            id=_text(obj, "id", MAX_ID),
+            name=_text(obj, "name", MAX_NAME),
+            address=_address(obj, "address"),
+            incarnation=_count(obj, "incarnation"),
+        )
+
+
+def _members(obj: dict[str, Any], key: str) -> tuple[Member, ...]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise ProtocolError(f"field {key!r} must be a list")
+    return tuple(Member.from_dict(item) for item in value)
+
+
+# -- messages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **self.fields()}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Message:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """First frame on every link: who the sender is and which versions it speaks."""
+
+    TYPE: ClassVar[str] = "hello"
+    id: str
+    name: str
+    address: str
+    incarnation: int = 0
+    version: int = PROTOCOL_VERSION
+    min_version: int = MIN_PROTOCOL_VERSION
+
+    @property
+    def member(self) -> Member:
+        return Member(self.id, self.name, self.address, self.incarnation)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "min_version": self.min_version,
+            "id": self.id,
+            "name": self.name,
+            "address": self.address,
+            "incarnation": self.incarnation,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Hello:
+        version, min_version = _count(obj, "version"), _count(obj, "min_version")
+        if min_version > version:
+            raise ProtocolError("min_version is above version")
+        return cls(
+            id=_text(obj, "id", MAX_ID),
+            name=_text(obj, "name", MAX_NAME),
+            address=_address(obj, "address"),
+            incarnation=_count(obj, "incarnation"),
+            version=version,
+            min_version=min_version,
+        )
+
+
+def versions_overlap(hello: Hello) -> bool:
+    """True when the sender's version range and ours share a version."""
+    return hello.min_version <= PROTOCOL_VERSION and MIN_PROTOCOL_VERSION <= hello.version
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    TYPE: ClassVar[str] = "heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(Message):
+    """The registry's full member list; large lists go out in parts, the last marked."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    epoch: str
+    version: int
+    members: tuple[Member, ...]
+    last: bool = True
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "version": self.version,
+            "members": [m.to_dict() for m in self.members],
+            "last": self.last,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Snapshot:
+        return cls(
+            epoch=_text(obj, "epoch", MAX_ID),
+            version=_count(obj, "version"),
+            members=_members(obj, "members"),
+            last=_flag(obj, "last"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined(Message):
+    TYPE: ClassVar[str] = "member_joined"
+    version: int
+    member: Member
+
+    def fields(self) -> dict[str, Any]:
+        return {"version": self.version, "member": self.member.to_dict()}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> MemberJoined:
+        return cls(version=_count(obj, "version"), member=Member.from_dict(obj.get("member")))
+
+
+LEAVE_REASONS = ("leave", "closed", "timeout", "protocol")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft(Message):
+    TYPE: ClassVar[str] = "member_left"
+    version: int
+    member: Member
+    reason: str = "closed"  # one of LEAVE_REASONS
+
+    def fields(self) -> dict[str, Any]:
+        return {"version": self.version, "member": self.member.to_dict(), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> MemberLeft:
+        reason = _text(obj, "reason", 32)
+        if reason not in LEAVE_REASONS:
+            raise ProtocolError(f"unknown leave reason {reason!r}")
+        return cls(
+            version=_count(obj, "version"),
+            member=Member.from_dict(obj.get("member")),
+            reason=reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(Message):
+    """The sender is going away on purpose (a clean shutdown)."""
+
+    TYPE: ClassVar[str] = "leave"
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Message):
+    TYPE: ClassVar[str] = "request"
+    id: int  # correlation id, unique per link and direction
+    method: str
+    body: Any = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "method": self.method, "body": self.body}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Request:
+        return cls(
+            id=_count(obj, "id"), method=_text(obj, "method", MAX_METHOD), body=obj.get("body")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Response(Message):
+    """The answer to a request: a body, or an error in a few words (never both)."""
+
+    TYPE: ClassVar[str] = "response"
+    id: int
+    body: Any = None
+    error: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "body": self.body, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Response:
+        return cls(
+            id=_count(obj, "id"), body=obj.get("body"), error=_optional_text(obj, "error", MAX_TEXT)
+        )
+
+
+ERROR_CODES = ("unsupported_version", "bad_frame", "auth_failed", "full", "stale_incarnation")
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """Sent before closing a link when the peer deserves to know why."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Error:
+        # an unknown code from a newer peer is still worth logging, so it is kept as text
+        return cls(code=_text(obj, "code", 64), message=_text(obj, "message", MAX_TEXT, empty=True))
+
+
+# Append only: the wire enum of a deployed protocol never loses or renames a type.
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Heartbeat,
+        Snapshot,
+        MemberJoined,
+        MemberLeft,
+        Leave,
+        Request,
+        Response,
+        Error,
+    )
+}
+
+
+def encode(message: Message) -> bytes:
+    """The JSON body of one frame (without the length prefix)."""
+    return orjson.dumps(message.to_dict())
+
+
+def decode(body: bytes) -> Message:
+    """Parse and validate one frame body; every failure is a ProtocolError."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame is not a JSON object")
+    type_name = obj.get("type")
+    if not isinstance(type_name, str):
+        raise ProtocolError("frame has no string 'type'")
+    cls = MESSAGE_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownMessageType(type_name[:64])
+    return cls.from_dict(obj)
+
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "MIN_PROTOCOL_VERSION",
+    "PROTOCOL_VERSION",
+    "Error",
+    "FrameTooLarge",
+    "Heartbeat",
+    "Hello",
+    "Leave",
+    "Member",
+    "MemberJoined",
+    "MemberLeft",
+    "Message",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Snapshot",
+    "UnknownMessageType",
+    "decode",
+    "encode",
+    "versions_overlap",
+]
