@@ -19,7 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # a short shutdown: a stopping program must exit within 2 s
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

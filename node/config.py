@@ -1,0 +1,90 @@
+"""The node's command line; every flag falls back to its MESH_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import ArgumentParser, ConfigError, Tuning, add_common_flags, split_address
+from shared.wire import MAX_NAME
+
+DEFAULT_PORT = 9010
+DEFAULT_HTTP_PORT = 9110
+DEFAULT_DISTRIBUTOR = "distributor:9000"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    host: str
+    port: int
+    http_host: str
+    http_port: int
+    advertise_host: str | None
+    distributors: tuple[str, ...]  # HOST:PORT as given
+    log_level: str
+    tuning: Tuning
+
+
+def _address_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _address(text: str) -> str:
+    try:
+        split_address(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
+    parser = ArgumentParser(prog="node", description="A mesh member.")
+    add_common_flags(parser, env, port=DEFAULT_PORT, http_port=DEFAULT_HTTP_PORT)
+    parser.add_argument(
+        "--name",
+        default=env.get("MESH_NAME") or socket.gethostname(),
+        help="this node's name (default: the hostname)",
+    )
+    parser.add_argument(
+        "--advertise-host",
+        default=env.get("MESH_ADVERTISE_HOST") or None,
+        help="the address other nodes dial (default: worked out)",
+    )
+    parser.add_argument(
+        "--distributor",
+        action="append",
+        type=_address,
+        dest="distributors",
+        metavar="HOST:PORT",
+        help=f"a distributor to register with, repeatable (default: {DEFAULT_DISTRIBUTOR})",
+    )
+    args = parser.parse_args(argv)
+    if args.distributors is None:
+        # MESH_DISTRIBUTORS set and empty means no distributor at all
+        args.distributors = [
+            _checked(a) for a in _address_list(env.get("MESH_DISTRIBUTORS", DEFAULT_DISTRIBUTOR))
+        ]
+    if not 0 < len(args.name) <= MAX_NAME:
+        raise ConfigError(f"--name must be 1..{MAX_NAME} characters")
+    return NodeConfig(
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        http_host=args.http_host or args.host,
+        http_port=args.http_port,
+        advertise_host=args.advertise_host,
+        distributors=tuple(dict.fromkeys(args.distributors)),
+        log_level=args.log_level,
+        tuning=Tuning.from_env(env),
+    )
+
+
+def _checked(address: str) -> str:
+    try:
+        split_address(address)
+    except ConfigError as exc:
+        raise ConfigError(f"MESH_DISTRIBUTORS: {exc}") from None
+    return address

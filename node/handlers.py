@@ -1,0 +1,93 @@
+"""Request handlers: the small API services build on.
+
+A handler is an async function of the request body and the caller's member
+record, returning a JSON value::
+
+    async def greet(body, caller):
+        return {"hello": caller.name, "you_sent": body}
+
+    node.handlers.add("greet", greet)
+
+The built-ins `ping` and `echo` are registered the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shared.wire import MAX_METHOD, Member
+
+Handler = Callable[[Any, Member], Awaitable[Any]]
+
+
+class RequestFailed(Exception):
+    """A request that did not get a result; `status` is the HTTP code that says why."""
+
+    status = 502
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class UnknownMethod(RequestFailed):
+    pass
+
+
+class UnknownMember(RequestFailed):
+    status = 404
+
+
+class AmbiguousName(RequestFailed):
+    status = 409
+
+
+class RequestTooLarge(RequestFailed):
+    status = 413
+
+
+class TooManyInFlight(RequestFailed):
+    status = 429
+
+
+class PeerUnavailable(RequestFailed):
+    status = 503
+
+
+class RequestTimedOut(RequestFailed):
+    status = 504
+
+
+class Handlers:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def add(self, method: str, handler: Handler) -> None:
+        if not 0 < len(method) <= MAX_METHOD:
+            raise ValueError(f"a method name is 1..{MAX_METHOD} characters")
+        self._handlers[method] = handler
+
+    def __contains__(self, method: str) -> bool:
+        return method in self._handlers
+
+    async def call(self, method: str, body: Any, caller: Member) -> Any:
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise UnknownMethod(f"unknown method {method!r}")
+        return await handler(body, caller)
+
+
+async def ping(body: Any, caller: Member) -> Any:
+    return {}
+
+
+async def echo(body: Any, caller: Member) -> Any:
+    return body
+
+
+def builtin_handlers() -> Handlers:
+    handlers = Handlers()
+    handlers.add("ping", ping)
+    handlers.add("echo", echo)
+    return handlers

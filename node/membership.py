@@ -1,0 +1,192 @@
+"""A node's view of the mesh: who the other members are. Pure: no sockets, no clock.
+
+Events come in (a distributor's snapshot and deltas, a peer link going up or
+down, a peer's own leave, the passing of time as `now`), and each returns the
+Changes the node must act on: members to dial or re-dial, members to drop.
+
+The rules (DESIGN.md, "What the words mean"):
+- A snapshot drops nothing: a restarted distributor's first snapshots are
+  incomplete while nodes re-register.
+- Deltas apply in version order per distributor run (epoch); stale ones are
+  ignored.
+- A departure (member_left, or the member's own leave) leaves a tombstone that
+  covers that id up to that incarnation, so it is not brought back.
+- A departure of a member whose link is still up does not drop it while
+  heartbeats flow; it is remembered, and the member is dropped as soon as the
+  link dies. (A crash is often reported by the distributor first.)
+- A member that a connected distributor lists is never given up. One that no
+  connected distributor lists and that we have no link to is forgotten when
+  the retry window ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    added: tuple[Member, ...] = ()  # new members, or a newer incarnation of a known one
+    removed: tuple[str, ...] = ()  # ids dropped
+    refute: bool = False  # we were declared gone: bump our incarnation
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.refute)
+
+    def __add__(self, other: Changes) -> Changes:
+        return Changes(
+            self.added + other.added, self.removed + other.removed, self.refute or other.refute
+        )
+
+
+@dataclass(slots=True)
+class Known:
+    member: Member
+    linked: bool = False  # a peer link is up, heartbeats flowing
+    departed: bool = False  # declared gone while linked: drop when the link dies
+    orphan_since: float | None = None  # unlinked and unlisted since then
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    incarnation: int
+    made_at: float
+
+
+@dataclass(slots=True)
+class _Source:
+    """What one connected distributor told us."""
+
+    epoch: str
+    version: int
+    listed: set[str] = field(default_factory=set)
+
+
+class Membership:
+    def __init__(self, self_id: str, retry_window: float) -> None:
+        self.self_id = self_id
+        self.retry_window = retry_window
+        self.known: dict[str, Known] = {}
+        self.tombstones: dict[str, Tombstone] = {}
+        self._sources: dict[str, _Source] = {}  # distributor address -> its view
+
+    # -- queries -------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        return [k.member for k in self.known.values()]
+
+    def get(self, member_id: str) -> Member | None:
+        known = self.known.get(member_id)
+        return known.member if known else None
+
+    def is_listed(self, member_id: str) -> bool:
+        return any(member_id in source.listed for source in self._sources.values())
+
+    def is_covered(self, member: Member) -> bool:
+        """True when a tombstone says this incarnation of the member has left."""
+        tomb = self.tombstones.get(member.id)
+        return tomb is not None and member.incarnation <= tomb.incarnation
+
+    # -- distributor events --------------------------------------------------
+
+    def apply_snapshot(self, source: str, snapshot: Snapshot) -> Changes:
+        listed = {m.id for m in snapshot.members if m.id != self.self_id}
+        self._sources[source] = _Source(snapshot.epoch, snapshot.version, listed)
+        added = tuple(m for m in snapshot.members if self._learn(m))
+        return Changes(added=added)
+
+    def apply_delta(self, source: str, delta: MemberJoined | MemberLeft, now: float) -> Changes:
+        view = self._sources.get(source)
+        if view is None or delta.version <= view.version:
+            return Changes()  # before any snapshot, or stale
+        view.version = delta.version
+        member = delta.member
+        if isinstance(delta, MemberJoined):
+            if member.id == self.self_id:
+                return Changes()
+            view.listed.add(member.id)
+            return Changes(added=(member,)) if self._learn(member) else Changes()
+        view.listed.discard(member.id)
+        return self._depart(member, now, linked_grace=True)
+
+    def distributor_lost(self, source: str) -> None:
+        self._sources.pop(source, None)
+
+    # -- peer link events ----------------------------------------------------
+
+    def learn(self, member: Member) -> Changes:
+        """First-hand knowledge of a member (its hello): added when it is news to us."""
+        return Changes(added=(member,)) if self._learn(member) else Changes()
+
+    def link_up(self, member_id: str) -> None:
+        """A link to the member is up and its heartbeats flow."""
+        known = self.known.get(member_id)
+        if known is not None:
+            known.linked = True
+            known.orphan_since = None
+
+    def link_down(self, member_id: str) -> Changes:
+        known = self.known.get(member_id)
+        if known is None:
+            return Changes()
+        known.linked = False
+        if known.departed:
+            del self.known[member_id]
+            return Changes(removed=(member_id,))
+        return Changes()
+
+    def peer_left(self, member: Member, now: float) -> Changes:
+        """The member said goodbye on its own link: gone at once."""
+        return self._depart(member, now, linked_grace=False)
+
+    # -- time ----------------------------------------------------------------
+
+    def expire(self, now: float) -> Changes:
+        """End retry windows of unreachable, unlisted members; age out tombstones."""
+        removed = []
+        for member_id, known in list(self.known.items()):
+            if known.linked or self.is_listed(member_id):
+                known.orphan_since = None
+            elif known.orphan_since is None:
+                known.orphan_since = now
+            elif now - known.orphan_since >= self.retry_window:
+                del self.known[member_id]
+                removed.append(member_id)
+        for member_id, tomb in list(self.tombstones.items()):
+            if now - tomb.made_at >= self.retry_window:
+                del self.tombstones[member_id]
+        return Changes(removed=tuple(removed))
+
+    # -- rules ---------------------------------------------------------------
+
+    def _learn(self, member: Member) -> bool:
+        """Add a member or take its newer incarnation; True when something changed."""
+        if member.id == self.self_id or self.is_covered(member):
+            return False
+        known = self.known.get(member.id)
+        if known is None:
+            self.known[member.id] = Known(member)
+            return True
+        if member.incarnation <= known.member.incarnation:
+            return False
+        known.member = member
+        known.departed = False  # a newer incarnation refutes an older departure
+        return True
+
+    def _depart(self, member: Member, now: float, *, linked_grace: bool) -> Changes:
+        if member.id == self.self_id:
+            return Changes(refute=True)
+        tomb = self.tombstones.get(member.id)
+        if tomb is None or tomb.incarnation < member.incarnation:
+            made_at = tomb.made_at if tomb else now  # hearing it again does not refresh it
+            self.tombstones[member.id] = Tombstone(member.incarnation, made_at)
+        known = self.known.get(member.id)
+        if known is None or known.member.incarnation > member.incarnation:
+            return Changes()  # unknown, or a newer incarnation is already here
+        if linked_grace and known.linked:
+            known.departed = True
+            return Changes()
+        del self.known[member.id]
+        return Changes(removed=(member.id,))

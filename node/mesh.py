@@ -1,0 +1,313 @@
+"""Peer links: one link per pair of nodes, dialled by the smaller id; requests over them.
+
+The node with the smaller id dials and keeps re-dialling with backoff while the
+member is known; the larger id waits to be dialled. Any node accepts a hello
+from any node. Links carry heartbeats both ways and request/response frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from node.handlers import (
+    Handlers,
+    PeerUnavailable,
+    RequestFailed,
+    RequestTimedOut,
+    RequestTooLarge,
+    TooManyInFlight,
+)
+from node.linkstatus import LinkStatus
+from node.membership import Changes, Membership
+from shared.backoff import Backoff
+from shared.config import ConfigError, Tuning, split_address
+from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link
+from shared.framing import encode_frame
+from shared.wire import (
+    Error,
+    FrameTooLarge,
+    Hello,
+    Leave,
+    Member,
+    Message,
+    Request,
+    Response,
+)
+
+log = structlog.get_logger()
+
+
+@dataclass(eq=False)
+class Peer:
+    """One other member and the state of our link to it (as /v1/status shows it)."""
+
+    member: Member
+    # connecting | connected | retrying
+    status: LinkStatus = field(default_factory=lambda: LinkStatus("connecting"))
+    link: Link | None = None
+    dialer: asyncio.Task[None] | None = None
+    pending: dict[int, asyncio.Future[Response]] = field(default_factory=dict)
+    serving: set[asyncio.Task[None]] = field(default_factory=set)  # incoming request handlers
+
+
+class Mesh:
+    def __init__(
+        self,
+        membership: Membership,
+        handlers: Handlers,
+        tuning: Tuning,
+        lag: LoopLag,
+        hello: Callable[[], Hello],
+        on_changes: Callable[[Changes], None],
+    ) -> None:
+        self.membership = membership
+        self.handlers = handlers
+        self.tuning = tuning
+        self.lag = lag
+        self._hello = hello
+        self._on_changes = on_changes
+        self.peers: dict[str, Peer] = {}
+        self._incoming: set[asyncio.Task[None]] = set()
+        self._request_ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def self_id(self) -> str:
+        return self.membership.self_id
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._serve_incoming, host, port)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Say goodbye on every link, then close them all."""
+        if self._server is not None:
+            self._server.close()
+        goodbye = encode_frame(Leave())
+        links = [p.link for p in self.peers.values() if p.link is not None]
+        for link in links:
+            link.send_nowait(goodbye)
+        tasks = [*self._incoming]
+        for peer in self.peers.values():
+            tasks += [*peer.serving, *([peer.dialer] if peer.dialer else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+    # -- membership changes --------------------------------------------------
+
+    def apply(self, changes: Changes) -> None:
+        """Open peers for added members, close them for removed ones."""
+        for member in changes.added:
+            peer = self.peers.get(member.id)
+            if peer is None:
+                peer = self.peers[member.id] = Peer(member)
+                log.info(
+                    "peer_added", peer_id=member.id, peer_name=member.name, address=member.address
+                )
+            else:
+                peer.member = member
+            if self.self_id < member.id and peer.dialer is None:
+                peer.dialer = asyncio.create_task(self._dial(peer))
+        for member_id in changes.removed:
+            peer = self.peers.pop(member_id, None)
+            if peer is not None:
+                log.info("peer_dropped", peer_id=member_id, peer_name=peer.member.name)
+                self._close_peer(peer)
+
+    def _close_peer(self, peer: Peer) -> None:
+        # the dialer and handler tasks are cancelled here; their own finally blocks close links
+        if peer.dialer is not None and peer.dialer is not asyncio.current_task():
+            peer.dialer.cancel()
+        if peer.link is not None:
+            peer.link.abort()
+        for task in peer.serving:
+            task.cancel()
+        self._fail_pending(peer, "peer dropped")
+
+    def _fail_pending(self, peer: Peer, why: str) -> None:
+        for future in peer.pending.values():
+            if not future.done():
+                future.set_exception(RequestFailed(f"link died mid-request: {why}"))
+        peer.pending.clear()
+
+    # -- links -----------------------------------------------------------------
+
+    async def _dial(self, peer: Peer) -> None:
+        """Keep a link to a larger-id member up for as long as it is a member."""
+        backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
+        while self.peers.get(peer.member.id) is peer:
+            peer.status.set("connecting")
+            try:
+                link = await self._connect(peer.member)
+            except LinkDown as exc:
+                peer.status.failed("retrying", exc.end.detail)
+                log.debug(
+                    "peer_dial_failed",
+                    peer_name=peer.member.name,
+                    attempts=peer.status.attempts,
+                    error=exc.end.detail,
+                )
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            await self._run_link(peer, link)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _connect(self, member: Member) -> Link:
+        try:
+            host, port = split_address(member.address)
+        except ConfigError as exc:
+            raise LinkDown(LinkEnd("protocol", str(exc))) from None
+        link = await open_link(host, port, self.tuning, self.lag)
+        try:
+            link.send_nowait(self._hello())
+            hello = await link.handshake()
+            if hello.id != member.id:
+                raise LinkDown(LinkEnd("protocol", f"{member.address} is now {hello.name}"))
+        except BaseException:
+            await link.close()
+            raise
+        self._adopt_record(hello)
+        return link
+
+    async def _serve_incoming(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._incoming.add(task)
+        link = Link(reader, writer, self.tuning, self.lag)
+        try:
+            try:
+                hello = await link.handshake()
+            except LinkDown as exc:
+                link.log.info("peer_handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
+                return
+            member = hello.member
+            if self.membership.is_covered(member) or hello.id == self.self_id:
+                link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
+                link.log.info("peer_refused", why="stale incarnation")
+                return
+            link.send_nowait(self._hello())
+            self._adopt_record(hello)
+            peer = self.peers.get(member.id)
+            if peer is None:
+                return  # dropped meanwhile
+            if peer.link is not None and self.self_id < member.id:
+                # a pair keeps the link its smaller id dialled: ours
+                link.log.info("peer_duplicate_link_closed")
+                return
+            if peer.link is not None:
+                peer.link.abort()  # the dialler lost its link and came back: the old one is dead
+            await self._run_link(peer, link)
+        finally:
+            self._incoming.discard(task)
+            await link.close()
+
+    def _adopt_record(self, hello: Hello) -> None:
+        """A peer's hello is first-hand knowledge: learn it (or its newer incarnation)."""
+        self._on_changes(self.membership.learn(hello.member))
+
+    async def _run_link(self, peer: Peer, link: Link) -> None:
+        if self.peers.get(peer.member.id) is not peer:
+            return
+        peer.link = link
+        peer.status.succeeded()
+        self.membership.link_up(peer.member.id)
+        link.log.info("peer_connected", peer_name=peer.member.name)
+        end: LinkEnd | None = None
+        try:
+            end = await link.serve(lambda message: self._on_peer_message(peer, link, message))
+        finally:
+            if peer.link is link:
+                peer.link = None
+                reason = end.detail if end else "link closed"
+                self._fail_pending(peer, reason)
+                for task in peer.serving:
+                    task.cancel()
+                if self.peers.get(peer.member.id) is peer:
+                    peer.status.set("retrying", reason)
+                    link.log.info(
+                        "peer_link_down", reason=end.reason if end else "closed", detail=reason
+                    )
+                    if end is not None and end.reason == "leave":
+                        changes = self.membership.peer_left(peer.member, time.monotonic())
+                    else:
+                        changes = self.membership.link_down(peer.member.id)
+                    self._on_changes(changes)
+            await link.close()
+
+    # -- requests --------------------------------------------------------------
+
+    def _on_peer_message(self, peer: Peer, link: Link, message: Message) -> None:
+        if isinstance(message, Request):
+            task = asyncio.create_task(self._answer(peer, link, message))
+            peer.serving.add(task)
+            task.add_done_callback(peer.serving.discard)
+        elif isinstance(message, Response):
+            future = peer.pending.pop(message.id, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        # other types (a newer peer's) are harmless here and ignored
+
+    async def _answer(self, peer: Peer, link: Link, request: Request) -> None:
+        try:
+            body = await self.handlers.call(request.method, request.body, peer.member)
+            response = Response(request.id, body=body)
+        except RequestFailed as exc:
+            response = Response(request.id, error=str(exc))
+        except Exception as exc:  # a service's handler bug must not take the link down
+            link.log.warning("handler_raised", method=request.method, error=repr(exc))
+            response = Response(request.id, error=f"handler raised {type(exc).__name__}: {exc}")
+        try:
+            data = encode_frame(response, self.tuning.max_frame)
+        except FrameTooLarge:
+            data = encode_frame(Response(request.id, error="result is over the frame cap"))
+        except TypeError as exc:  # the handler returned something that is not JSON
+            data = encode_frame(Response(request.id, error=f"result is not JSON: {exc}"))
+        with contextlib.suppress(LinkDown):
+            await link.send(data)
+
+    async def request(self, peer_id: str, method: str, body: Any, timeout: float) -> Any:
+        """Send a request to a connected peer and wait for its result."""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            raise RequestFailed("no such peer")
+        link = peer.link
+        state = peer.status.state
+        if link is None or state != "connected":
+            raise PeerUnavailable(f"the link to {peer.member.name} is {state}", state=state)
+        if len(peer.pending) >= self.tuning.max_inflight:
+            raise TooManyInFlight(f"{len(peer.pending)} requests already in flight")
+        request_id = next(self._request_ids)
+        try:
+            data = encode_frame(Request(request_id, method, body), self.tuning.max_frame)
+        except FrameTooLarge as exc:
+            raise RequestTooLarge(str(exc)) from None
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        peer.pending[request_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await link.send(data)
+                response = await future
+        except TimeoutError:
+            raise RequestTimedOut(f"no answer from {peer.member.name} within {timeout} s") from None
+        except LinkDown as exc:
+            raise RequestFailed(f"link died mid-request: {exc}") from None
+        finally:
+            peer.pending.pop(request_id, None)
+        if response.error is not None:
+            raise RequestFailed(response.error)
+        return response.body

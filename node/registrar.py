@@ -1,0 +1,136 @@
+"""Distributor links: register, follow the snapshot and deltas, retry forever.
+
+One task per --distributor. While none answers the node keeps dialling with
+backoff (state 1); once registered it applies the snapshot and the deltas
+(state 2); when the link dies the peer links stay up and the node goes back to
+dialling, re-registering with a fresh incarnation when it returns (state 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from node.linkstatus import LinkStatus
+from node.membership import Changes, Membership
+from shared.backoff import Backoff
+from shared.config import Tuning, split_address
+from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link
+from shared.snapshot import SnapshotAssembler
+from shared.wire import Hello, Leave, MemberJoined, MemberLeft, Message, Snapshot
+
+log = structlog.get_logger()
+
+
+@dataclass(eq=False)
+class DistributorLink:
+    """One --distributor as /v1/status shows it."""
+
+    address: str  # as given on the command line
+    # connecting | connected | disconnected
+    status: LinkStatus = field(default_factory=lambda: LinkStatus("disconnected"))
+
+
+class Registrar:
+    def __init__(
+        self,
+        addresses: list[str],
+        membership: Membership,
+        tuning: Tuning,
+        lag: LoopLag,
+        hello: Callable[[DistributorLink], Awaitable[Hello]],
+        on_changes: Callable[[Changes], None],
+    ) -> None:
+        self.distributors = [DistributorLink(address) for address in addresses]
+        self.membership = membership
+        self.tuning = tuning
+        self.lag = lag
+        self._hello = hello  # a fresh registration (new incarnation, current address)
+        self._on_changes = on_changes
+        self._links: dict[str, Link] = {}  # connected distributor address -> link
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for distributor in self.distributors:
+                group.create_task(self._keep_registered(distributor))
+
+    async def leave(self) -> None:
+        """Tell every connected distributor we are leaving (it sends member_left 'leave')."""
+        links = list(self._links.values())
+        for link in links:
+            link.send_nowait(Leave())
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+    async def _keep_registered(self, distributor: DistributorLink) -> None:
+        backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
+        dlog = log.bind(distributor=distributor.address)
+        host, port = split_address(distributor.address)
+        while True:
+            distributor.status.set("connecting")
+            try:
+                link, snapshot = await self._register(host, port, distributor)
+            except LinkDown as exc:
+                distributor.status.failed("disconnected", exc.end.detail)
+                delay = backoff.next_delay()
+                dlog.info(
+                    "distributor_attempt_failed",
+                    attempts=distributor.status.attempts,
+                    error=exc.end.detail,
+                    retry_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            distributor.status.succeeded()
+            dlog.info(
+                "registered",
+                epoch=snapshot.epoch,
+                version=snapshot.version,
+                members=len(snapshot.members),
+            )
+            self._links[distributor.address] = link
+            self._on_changes(self.membership.apply_snapshot(distributor.address, snapshot))
+            end = await self._follow(distributor.address, link)
+            distributor.status.set("disconnected", end.detail)
+            dlog.warning("distributor_lost", reason=end.reason, detail=end.detail)
+            if end.reason != "leave":  # a distributor that said goodbye is retried at once
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _register(
+        self, host: str, port: int, distributor: DistributorLink
+    ) -> tuple[Link, Snapshot]:
+        """Dial, say hello, and wait for the whole snapshot within the handshake timeout."""
+        hello = await self._hello(distributor)
+        link = await open_link(host, port, self.tuning, self.lag)
+        try:
+            link.send_nowait(hello)
+            deadline = asyncio.get_running_loop().time() + self.tuning.handshake_timeout
+            await link.handshake()
+            assembler = SnapshotAssembler()
+            while True:
+                message = await link.receive(deadline)
+                if not isinstance(message, Snapshot):
+                    raise LinkDown(LinkEnd("protocol", f"expected snapshot, got {message.TYPE}"))
+                snapshot = assembler.add(message)
+                if snapshot is not None:
+                    return link, snapshot
+        except BaseException:
+            await link.close()
+            raise
+
+    async def _follow(self, address: str, link: Link) -> LinkEnd:
+        def on_message(message: Message) -> None:
+            if isinstance(message, MemberJoined | MemberLeft):
+                changes = self.membership.apply_delta(address, message, time.monotonic())
+                self._on_changes(changes)
+
+        try:
+            return await link.serve(on_message)
+        finally:
+            self._links.pop(address, None)
+            self.membership.distributor_lost(address)
+            await link.close()
