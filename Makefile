@@ -1,0 +1,39 @@
+# The two commands: `make up` (set up, then a distributor and five nodes in the foreground)
+# and `make test`. Every target is phony: tests/ and bench/ are folders.
+.PHONY: help setup up down test test-e2e lint format
+
+PYTHON := .venv/bin/python
+NODES ?= 5
+PYTEST_ARGS ?=
+
+help:
+	@echo "make setup   install what is missing (compose v2, base image, wheelhouse, .venv, .env), build the image"
+	@echo "make up      setup, then docker compose up --build --scale node=$(NODES) (Ctrl-C stops it)"
+	@echo "make down    remove the containers and network of make up"
+	@echo "make test    setup, then pytest: unit, integration and e2e (PYTEST_ARGS=... to pass more)"
+	@echo "make lint    ruff check and ruff format --check"
+
+setup:
+	bash scripts/setup.sh
+
+up: setup
+	docker compose up --build --scale node=$(NODES)
+
+down:
+	docker compose down --volumes --remove-orphans
+
+test: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint:
+	bash scripts/venv.sh
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:
+	bash scripts/venv.sh
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Fills build/wheels with wheels of the project's dependencies and of its build backend
+# (setuptools, wheel) for the image's Python, so the image installs with `pip --no-index`
+# (containers here cannot reach the package index). Never a wheel of the project itself:
+# that would change at every commit and bust the image's dependency layer.
+#
+# The list comes from pyproject.toml (scripts/requirements.py). The target (Python version,
+# architecture, glibc) is read once from the base image and kept in build/wheels/target.txt,
+# so the host's own Python version does not matter. Skipped when the wheelhouse already
+# resolves every requirement offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=build/wheels
+BASE=${BASE_IMAGE:-mesh-base:bookworm}
+PY=${PYTHON:-python3}
+
+tmp=$(mktemp -d /tmp/mesh-wheels.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+"$PY" scripts/requirements.py runtime build >"$tmp/requirements.txt"
+
+if [ ! -s "$WHEELS/target.txt" ]; then
+    # pip's target options for the image's interpreter, one a line:
+    # --python-version 3.11, --implementation cp, --abi cp311, --platform manylinux_2_x_<arch>...
+    docker run --rm --network none --entrypoint python3 "$BASE" -c '
+import os, platform, sys
+v = sys.version_info
+arch = platform.machine()
+glibc = int(os.confstr("CS_GNU_LIBC_VERSION").split()[1].split(".")[1])
+print(f"--python-version\n{v.major}.{v.minor}\n--implementation\ncp\n--abi\ncp{v.major}{v.minor}")
+for minor in range(glibc, 4, -1):
+    print(f"--platform\nmanylinux_2_{minor}_{arch}")
+for legacy in ("manylinux2014", "manylinux2010", "manylinux1"):
+    print(f"--platform\n{legacy}_{arch}")
+' >"$tmp/target.txt"
+    mv "$tmp/target.txt" "$WHEELS/target.txt"
+fi
+mapfile -t target <"$WHEELS/target.txt"
+
+pip_quiet=(--disable-pip-version-check --quiet)
+if "$PY" -m pip install "${pip_quiet[@]}" --dry-run --ignore-installed --target "$tmp/dry" \
+    --no-index --find-links "$WHEELS" --only-binary=:all: "${target[@]}" \
+    -r "$tmp/requirements.txt" >/dev/null 2>&1; then
+    echo "wheelhouse: complete ($(find "$WHEELS" -name '*.whl' | wc -l) wheels in $WHEELS)"
+    exit 0
+fi
+
+echo "wheelhouse: downloading wheels for $(grep -c . "$tmp/requirements.txt") requirements" \
+    "(${target[1]}, ${target[7]})"
+"$PY" -m pip download "${pip_quiet[@]}" --dest "$WHEELS" --only-binary=:all: "${target[@]}" \
+    -r "$tmp/requirements.txt"
+echo "wheelhouse: $(find "$WHEELS" -name '*.whl' | wc -l) wheels in $WHEELS"
