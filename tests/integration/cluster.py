@@ -1,0 +1,213 @@
+"""Real distributor and node processes on loopback, and the ways tests poke at them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# short timings for tests that expect a drop (DESIGN.md, "Timing")
+FAST = {"MESH_HEARTBEAT_INTERVAL": "0.3", "MESH_HEARTBEAT_TIMEOUT": "1.2", "MESH_RETRY_MAX": "1"}
+# a test that expects nothing to be dropped runs with a timeout of 3 s or more
+STEADY = {**FAST, "MESH_HEARTBEAT_TIMEOUT": "3"}
+DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(
+    method: str, port: int, path: str, body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            code, payload = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        code, payload = exc.code, exc.read()
+    return code, json.loads(payload or b"null")
+
+
+def wait_for(what: str, predicate: Callable[[], T], timeout: float = DEADLINE) -> T:
+    """Poll until predicate returns something truthy; fail the test with `what` otherwise."""
+    end = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:  # not up yet
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for: {what} (last error: {last!r})")
+
+
+def holds(what: str, predicate: Callable[[], bool], seconds: float, every: float = 0.15) -> int:
+    """Sample predicate continuously for `seconds`; fail at the first sample where it is false."""
+    end = time.monotonic() + seconds
+    samples = 0
+    while time.monotonic() < end:
+        assert predicate(), f"{what} stopped holding after {samples} samples"
+        samples += 1
+        time.sleep(every)
+    return samples
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    http_port: int
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def get(self, path: str) -> Any:
+        code, doc = http("GET", self.http_port, path)
+        assert code == 200, (code, doc)
+        return doc
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    env: dict[str, str]
+    distributor_port: int = field(default_factory=free_port)
+    procs: list[Proc] = field(default_factory=list)
+
+    def _proc(
+        self,
+        name: str,
+        module: str,
+        flags: list[str],
+        port: int,
+        http_port: int,
+        env: dict[str, str] | None,
+    ) -> Proc:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+        proc = Proc(
+            name=name,
+            args=[sys.executable, "-m", module, *flags],
+            env={**clean, **self.env, **(env or {})},
+            log_path=self.tmp / f"{name}.log",
+            http_port=http_port,
+            port=port,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def distributor(self, env: dict[str, str] | None = None) -> Proc:
+        """Start a distributor on the cluster's fixed port (restarts reuse it)."""
+        http_port = free_port()
+        flags = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.distributor_port),
+            "--http-port",
+            str(http_port),
+        ]
+        proc = self._proc(
+            "distributor", "distributor", flags, self.distributor_port, http_port, env
+        ).start()
+        wait_for("distributor /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)
+        return proc
+
+    def node(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+        port, http_port = free_port(), free_port()
+        flags = [
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--distributor",
+            f"127.0.0.1:{self.distributor_port}",
+        ]
+        proc = self._proc(name, "node", flags, port, http_port, env).start()
+        if wait:
+            wait_for(f"{name} /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+
+
+def status(node: Proc) -> dict[str, Any]:
+    return node.get("/v1/status")
+
+
+def connected_peer_ids(node: Proc) -> set[str]:
+    return {p["id"] for p in status(node)["peers"] if p["state"] == "connected"}
+
+
+def full_mesh(nodes: list[Proc]) -> dict[str, str] | None:
+    """name -> id when every node has every other as a connected peer, else None."""
+    ids = {n.name: status(n)["id"] for n in nodes}
+    for n in nodes:
+        if connected_peer_ids(n) != {ids[o.name] for o in nodes if o is not n}:
+            return None
+    return ids
+
+
+def member_ids(node: Proc) -> set[str]:
+    st = status(node)
+    return {m["id"] for m in st["members"]} | {p["id"] for p in st["peers"]}
+
+
+def registered_ids(distributor: Proc) -> set[str]:
+    return {m["id"] for m in distributor.get("/v1/members")["members"]}

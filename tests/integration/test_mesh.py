@@ -1,0 +1,159 @@
+"""The three behaviours, with real processes on loopback."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests.integration.cluster import (
+    connected_peer_ids,
+    full_mesh,
+    holds,
+    http,
+    member_ids,
+    registered_ids,
+    status,
+    wait_for,
+)
+
+NAMES = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def test_five_nodes_form_a_full_mesh(make_cluster):
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES]
+    ids = wait_for("a full mesh of five", lambda: full_mesh(nodes))
+    assert registered_ids(distributor) == set(ids.values())
+    for node in nodes:
+        st = status(node)
+        assert st["distributors"][0]["state"] == "connected"
+        assert sorted(m["name"] for m in st["members"]) == sorted(set(NAMES) - {node.name})
+        assert all(p["attempts"] == 0 and p["last_error"] is None for p in st["peers"])
+
+
+def test_nodes_started_first_keep_retrying_then_join(make_cluster):
+    cluster = make_cluster()
+    nodes = [cluster.node(name) for name in NAMES[:3]]
+    # state 1: fully up (HTTP answers), not connected, attempts growing
+    wait_for(
+        "every node has failed several attempts",
+        lambda: all(status(n)["distributors"][0]["attempts"] >= 3 for n in nodes),
+    )
+    for node in nodes:
+        d = status(node)["distributors"][0]
+        assert d["state"] in ("connecting", "disconnected")
+        assert d["last_error"]
+    assert any(line.get("event") == "distributor_attempt_failed" for line in nodes[0].logs())
+    distributor = cluster.distributor()
+    ids = wait_for("the late distributor's mesh", lambda: full_mesh(nodes))
+    wait_for("all registered", lambda: registered_ids(distributor) == set(ids.values()))
+    for node in nodes:
+        assert status(node)["distributors"][0]["attempts"] == 0
+
+
+def test_distributor_death_keeps_the_mesh_and_restart_reregisters(make_cluster):
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    first_epoch = distributor.get("/v1/members")["epoch"]
+
+    distributor.kill()
+    wait_for(
+        "every node sees the distributor gone",
+        lambda: all(status(n)["distributors"][0]["state"] != "connected" for n in nodes),
+    )
+    holds("every peer link stays connected", lambda: full_mesh(nodes) == ids, seconds=6)
+    assert all(status(n)["distributors"][0]["attempts"] >= 1 for n in nodes)
+
+    distributor = cluster.distributor()
+    mesh_intact = []
+
+    def back() -> bool:
+        mesh_intact.append(full_mesh(nodes) == ids)
+        return registered_ids(distributor) == set(ids.values())
+
+    wait_for("the restarted distributor lists every node", back)
+    assert all(mesh_intact), "the mesh broke while nodes re-registered"
+    doc = distributor.get("/v1/members")
+    assert doc["epoch"] != first_epoch
+    wait_for(
+        "every node connected again",
+        lambda: all(status(n)["distributors"][0]["state"] == "connected" for n in nodes),
+    )
+    assert full_mesh(nodes) == ids
+
+
+def test_a_killed_node_is_dropped_by_all_others(make_cluster):
+    cluster = make_cluster()
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES[:4]]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    victim, others = nodes[0], nodes[1:]
+    victim.kill()
+    gone = ids[victim.name]
+    wait_for("the distributor drops it", lambda: gone not in registered_ids(distributor))
+    wait_for("every other node drops it", lambda: all(gone not in member_ids(n) for n in others))
+    assert full_mesh(others)
+
+
+def test_a_frozen_node_is_dropped_and_rejoins_when_thawed(make_cluster):
+    cluster = make_cluster()
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES[:3]]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    frozen, others = nodes[1], [nodes[0], nodes[2]]
+    frozen.signal(signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        wait_for("the distributor drops it", lambda: ids["n2"] not in registered_ids(distributor))
+        wait_for("the others drop it", lambda: all(ids["n2"] not in member_ids(n) for n in others))
+        print(
+            f"freeze detected and spread in {time.monotonic() - started:.2f} s "
+            f"(heartbeat timeout 1.2 s)"
+        )
+    finally:
+        frozen.signal(signal.SIGCONT)
+    wait_for("the thawed node is back in a full mesh", lambda: full_mesh(nodes) == ids)
+    assert ids["n2"] in registered_ids(distributor)
+
+
+def test_sigterm_is_a_clean_leave(make_cluster):
+    cluster = make_cluster()
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES[:3]]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    leaver = nodes[2]
+    started = time.monotonic()
+    leaver.signal(signal.SIGTERM)
+    assert leaver.popen is not None
+    assert leaver.popen.wait(timeout=10) == 0
+    print(f"SIGTERM to exit: {time.monotonic() - started:.2f} s")
+    wait_for(
+        "the leaver is gone everywhere",
+        lambda: (
+            ids["n3"] not in registered_ids(distributor)
+            and all(ids["n3"] not in member_ids(n) for n in nodes[:2])
+        ),
+    )
+    reasons = [
+        line.get("reason")
+        for line in distributor.logs()
+        if line.get("event") == "member_left" and line.get("member") == "n3"
+    ]
+    assert reasons == ["leave"]
+    assert connected_peer_ids(nodes[0]) == {ids["n2"]}
+
+
+def test_a_node_restart_replaces_its_old_self(make_cluster):
+    cluster = make_cluster()
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES[:3]]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    nodes[0].kill()
+    reborn = cluster.node("n1")
+    fresh = wait_for("a full mesh with the new n1", lambda: full_mesh([reborn, *nodes[1:]]))
+    assert fresh["n1"] != ids["n1"]
+    wait_for("the old n1 is gone", lambda: ids["n1"] not in registered_ids(distributor))
+    assert http("GET", reborn.http_port, "/healthz") == (200, {"status": "ok"})
