@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from shared.framing import FrameDecoder, encode_frame
+from shared.wire import Heartbeat, Hello, Message, Snapshot
 
 T = TypeVar("T")
 
@@ -211,3 +215,61 @@ def member_ids(node: Proc) -> set[str]:
 
 def registered_ids(distributor: Proc) -> set[str]:
     return {m["id"] for m in distributor.get("/v1/members")["members"]}
+
+
+class FakeNode:
+    """A hand-driven registration: speaks the wire protocol from the test itself.
+
+    Its id sorts after every uuid hex id, so real nodes are the ones that dial it.
+    """
+
+    def __init__(
+        self,
+        distributor_port: int,
+        address: str,
+        name: str = "ghost",
+        member_id: str = "zzzz-ghost",
+        incarnation: int = 1,
+    ) -> None:
+        self.id = member_id
+        self.sock = socket.create_connection(("127.0.0.1", distributor_port), timeout=10)
+        self.decoder = FrameDecoder()
+        self.send(Hello(id=member_id, name=name, address=address, incarnation=incarnation))
+        self._stop = threading.Event()
+        self._beats = threading.Thread(target=self._heartbeat, daemon=True)
+
+    def send(self, message: Message) -> None:
+        self.sock.sendall(encode_frame(message))
+
+    def receive(self) -> Message:
+        return first_message(self.sock, self.decoder)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.send(Heartbeat())
+            except OSError:
+                return
+
+    def __enter__(self) -> FakeNode:
+        assert isinstance(self.receive(), Hello)
+        assert isinstance(self.receive(), Snapshot)
+        self._beats.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.sock.close()
+        if self._beats.is_alive():
+            self._beats.join()
+
+
+def first_message(sock: socket.socket, decoder: FrameDecoder | None = None) -> Message:
+    """The next whole message on a blocking socket."""
+    decoder = decoder or FrameDecoder()
+    while (message := decoder.next_message()) is None:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed before a whole frame arrived")
+        decoder.feed(data)
+    return message

@@ -1,0 +1,78 @@
+"""POST /v1/request between real nodes, and every status code it promises."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.integration.cluster import FakeNode, free_port, full_mesh, http, status, wait_for
+
+
+@pytest.fixture
+def trio(make_cluster):
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    nodes = [cluster.node(name) for name in ("a", "b", "c")]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    return cluster, nodes, ids
+
+
+def request(node, payload=None, raw=None):
+    return http("POST", node.http_port, "/v1/request", body=payload, raw=raw)
+
+
+def test_echo_and_ping_between_nodes(trio):
+    _, (a, b, _c), ids = trio
+    body = {"x": [1, "two", None], "nested": {"ok": True}}
+    assert request(a, {"to": "b", "method": "echo", "body": body}) == (200, body)
+    assert request(b, {"to": ids["a"], "method": "ping"}) == (200, {})
+    assert request(a, {"to": "a", "method": "echo", "body": [1, 2]}) == (200, [1, 2])  # itself
+    assert request(a, {"to": "c", "method": "echo", "body": "text"}) == (200, "text")
+
+
+def test_request_errors(trio):
+    cluster, (a, _b, c), ids = trio
+    assert request(a, raw=b"{nope")[0] == 400
+    assert request(a, [1, 2])[0] == 400
+    assert request(a, {"method": "echo"})[0] == 400
+    assert request(a, {"to": "b", "method": "echo", "timeout": 0})[0] == 400
+    assert request(a, {"to": "b", "method": "echo", "timeout": 301})[0] == 400
+    assert request(a, {"to": "nobody", "method": "echo"})[0] == 404
+    code, doc = request(a, {"to": "b", "method": "no-such-method"})
+    assert code == 502 and "unknown method" in doc["error"]
+    big = "x" * (1024 * 1024 + 10)
+    assert request(a, {"to": "b", "method": "echo", "body": big})[0] == 413
+
+    twin = cluster.node("b")  # a second member named b
+    wait_for(
+        "a knows the twin", lambda: len([m for m in status(a)["members"] if m["name"] == "b"]) == 2
+    )
+    code, doc = request(a, {"to": "b", "method": "ping"})
+    assert code == 409 and ids["b"] in doc["ids"] and len(doc["ids"]) == 2
+    twin.kill()
+
+    c.signal(signal.SIGSTOP)  # frozen: the link is still 'connected' for the heartbeat timeout
+    try:
+        code, doc = request(a, {"to": "c", "method": "ping", "timeout": 0.5})
+        assert code == 504, doc
+    finally:
+        c.signal(signal.SIGCONT)
+
+
+def test_unreachable_member_fails_fast_with_503(make_cluster):
+    cluster = make_cluster()
+    cluster.distributor()
+    a = cluster.node("a")
+    # registered and heartbeating, but nothing listens at its advertised address
+    with FakeNode(cluster.distributor_port, address=f"127.0.0.1:{free_port()}") as ghost:
+        wait_for(
+            "a tries to reach the ghost and fails",
+            lambda: any(
+                p["id"] == ghost.id and p["state"] == "retrying" and p["attempts"] >= 1
+                for p in status(a)["peers"]
+            ),
+        )
+        code, doc = request(a, {"to": "ghost", "method": "ping"})
+        assert code == 503, doc
+        assert doc["state"] in ("connecting", "retrying")
