@@ -52,7 +52,5 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/app /opt/app
 USER mesh
 WORKDIR /tmp
-# mesh/registry ports and HTTP ports (distributor 9000/9100, node 9010/9110).
-EXPOSE 9000 9010 9100 9110
 ENTRYPOINT ["python", "-m"]
 CMD ["node"]

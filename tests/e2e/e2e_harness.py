@@ -1,0 +1,274 @@
+"""The e2e harness: a running compose project, its containers and their HTTP APIs, and
+ways to wait and to sample. Used by conftest.py's `mesh` fixture and by the tests.
+
+From the host the tests reach containers only through ports published on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = ROOT / "build" / "e2e-logs"
+
+# Timings for the containers (DESIGN.md, "Timing"): a heartbeat timeout of 3 s is long
+# enough for the tests that expect nothing to be dropped and short enough for those that
+# expect a drop; retries are capped at 1 s so a dead distributor is tried often.
+HEARTBEAT_INTERVAL = 0.5
+HEARTBEAT_TIMEOUT = 3.0
+# "Within T" is asserted with 10 x T or 30 s, whichever is larger.
+DEADLINE = max(30.0, 10 * HEARTBEAT_TIMEOUT)
+SAMPLE_EVERY = 0.2
+NODE_HTTP = "9110/tcp"
+DISTRIBUTOR_HTTP = "9100/tcp"
+DISTRIBUTOR_ADDRESS = "distributor:9000"
+
+
+class NotYet(Exception):
+    """Raised by a condition that does not hold yet; its message says what is missing."""
+
+
+@dataclass
+class Replica:
+    """One running container of the project, reached through its published HTTP port."""
+
+    container: Any
+    http_port: str = NODE_HTTP
+    _port: int | None = field(default=None, repr=False)
+
+    def port(self, refresh: bool = False) -> int:
+        if self._port is None or refresh:
+            self.container.reload()
+            bindings = self.container.attrs["NetworkSettings"]["Ports"].get(self.http_port) or []
+            ours = [b for b in bindings if b.get("HostIp") == "127.0.0.1"]
+            if not ours:
+                raise LookupError(
+                    f"{self.container.name}: {self.http_port} not published on 127.0.0.1"
+                )
+            self._port = int(ours[0]["HostPort"])
+        return self._port
+
+    def get(self, path: str, timeout: float = 5.0) -> dict:
+        """GET a JSON document from 127.0.0.1; the port is read again after a failure."""
+        for attempt in (0, 1):
+            try:
+                url = f"http://127.0.0.1:{self.port(refresh=attempt > 0)}{path}"
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    return json.loads(response.read())
+            except (OSError, LookupError, ValueError):
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def forget_port(self) -> None:
+        """After a start, unpause or network change: the published port may have changed."""
+        self._port = None
+
+    def logs_since(self, since: float) -> list[dict]:
+        """The JSON log lines the program wrote on stdout since a time (epoch seconds)."""
+        lines = []
+        raw = self.container.logs(stdout=True, stderr=False, since=int(since))
+        for line in raw.decode(errors="replace").splitlines():
+            try:
+                record = json.loads(line[line.find("{") :])
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                lines.append(record)
+        return lines
+
+
+class Mesh:
+    """A running compose project: its containers, their HTTP APIs, and ways to wait on them."""
+
+    def __init__(self, compose, project: str, client, record_figure) -> None:
+        self.compose = compose
+        self.project = project
+        self.client = client
+        self.figure = record_figure
+        self._replicas: dict[str, Replica] = {}
+        self.notes: dict[str, Any] = {}  # what one test leaves for a later one
+
+    # --- containers ----------------------------------------------------------------------
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        """`docker compose <args>` for this project (its name and timings come from the env)."""
+        result = subprocess.run(
+            [*self.compose.docker_compose_command(), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"docker compose {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
+        return result.stdout
+
+    def containers(self, service: str, all: bool = False) -> list:
+        labels = [
+            f"com.docker.compose.project={self.project}",
+            f"com.docker.compose.service={service}",
+        ]
+        found = self.client.containers.list(all=all, filters={"label": labels})
+        return sorted(
+            found, key=lambda c: int(c.labels.get("com.docker.compose.container-number", 0))
+        )
+
+    def _replica(self, container, http_port: str) -> Replica:
+        replica = self._replicas.get(container.id)
+        if replica is None:
+            replica = self._replicas[container.id] = Replica(container, http_port)
+        return replica
+
+    def nodes(self) -> list[Replica]:
+        """The running node containers."""
+        return [self._replica(c, NODE_HTTP) for c in self.containers("node")]
+
+    @property
+    def distributor(self) -> Replica:
+        (container,) = self.containers("distributor", all=True)
+        return self._replica(container, DISTRIBUTOR_HTTP)
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def statuses(self, nodes: list[Replica]) -> dict[str, dict | None]:
+        """Each node's /v1/status by container name; None where it did not answer."""
+        out: dict[str, dict | None] = {}
+        for node in nodes:
+            try:
+                out[node.container.name] = node.get("/v1/status", timeout=3)
+            except (OSError, ValueError, LookupError):
+                out[node.container.name] = None
+        return out
+
+    def member_ids(self) -> set[str] | None:
+        try:
+            doc = self.distributor.get("/v1/members", timeout=3)
+        except (OSError, ValueError, LookupError):
+            return None
+        return {m["id"] for m in doc["members"]}
+
+    def node_ids(self, nodes: list[Replica]) -> dict[str, str]:
+        """Container name -> node id (fresh at every process start)."""
+        statuses = self.wait_until(
+            lambda: (s := self.statuses(nodes)) and all(s.values()) and s,
+            f"all of {len(nodes)} nodes answer /v1/status",
+        )
+        return {name: st["id"] for name, st in statuses.items()}
+
+    # --- waiting and sampling -----------------------------------------------------------------
+
+    def wait_until(
+        self,
+        condition: Callable[[], Any],
+        what: str,
+        timeout: float = DEADLINE,
+        invariant: Callable[[], str | None] | None = None,
+    ) -> Any:
+        """Polls `condition` every SAMPLE_EVERY until it returns something true, which is
+        returned. `invariant` (a problem in words, or None) is checked on every round, so
+        "never" holds over the whole wait. Fails after `timeout` with the last observation."""
+        end = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            if invariant is not None and (problem := invariant()):
+                pytest.fail(f"while waiting until {what}: {problem}")
+            try:
+                last = condition()
+            except (NotYet, OSError, ValueError, LookupError, KeyError, TypeError) as exc:
+                last = exc
+            if last and not isinstance(last, Exception):
+                return last
+            if time.monotonic() >= end:
+                seen = str(last) if isinstance(last, NotYet) else _short(last)
+                pytest.fail(f"not within {timeout:.0f} s: {what}; last seen: {seen}")
+            time.sleep(SAMPLE_EVERY)
+
+    def hold(self, duration: float, invariant: Callable[[], str | None], what: str) -> int:
+        """Checks `invariant` every SAMPLE_EVERY for `duration` seconds; fails at the first
+        problem. Returns the number of samples taken."""
+        end = time.monotonic() + duration
+        samples = 0
+        while time.monotonic() < end:
+            if problem := invariant():
+                pytest.fail(f"{what} broke after {samples} samples: {problem}")
+            samples += 1
+            time.sleep(SAMPLE_EVERY)
+        return samples
+
+    # --- what a healthy mesh looks like ----------------------------------------------------------
+
+    def mesh_problem(
+        self,
+        nodes: list[Replica],
+        ids: dict[str, str],
+        distributor: str | None = "connected",
+    ) -> str | None:
+        """None when every node has all the others (and only them) as `connected` peers and
+        members, and distributors[0] in the given state ("connected", "not connected", or
+        None: any); else the first problem found, in words."""
+        statuses = self.statuses(nodes)
+        for name, st in statuses.items():
+            if st is None:
+                return f"{name} did not answer /v1/status"
+            others = {i for n, i in ids.items() if n != name}
+            peers = {p["id"]: p["state"] for p in st["peers"]}
+            members = {m["id"] for m in st["members"]}
+            if set(peers) != others or members != others:
+                return (
+                    f"{name}: peers {sorted(peers)} / members {sorted(members)}, "
+                    f"expected exactly {sorted(others)}"
+                )
+            if bad := {i: s for i, s in peers.items() if s != "connected"}:
+                return f"{name}: peers not connected: {bad}"
+            dist = st["distributors"][0]["state"]
+            if distributor == "connected" and dist != "connected":
+                return f"{name}: distributors[0].state is {dist!r}, not 'connected'"
+            if distributor == "not connected" and dist == "connected":
+                return f"{name}: distributors[0].state is 'connected'"
+        return None
+
+    def wait_for_full_mesh(self, count: int, timeout: float = DEADLINE) -> dict[str, str]:
+        """Waits until `count` nodes run, each connected to the distributor and to all the
+        others, and the distributor lists exactly them. Returns container name -> node id."""
+        t0 = time.monotonic()
+        nodes = self.wait_until(
+            lambda: len(n := self.nodes()) == count and n, f"{count} node containers run", timeout
+        )
+        ids = self.node_ids(nodes)
+
+        def meshed() -> bool:
+            if problem := self.mesh_problem(nodes, ids):
+                raise NotYet(problem)
+            if (listed := self.member_ids()) != set(ids.values()):
+                raise NotYet(f"the distributor lists {listed}, expected {set(ids.values())}")
+            return True
+
+        self.wait_until(
+            meshed, f"{count} nodes form a full mesh, listed by the distributor", timeout
+        )
+        self.figure(f"full mesh of {count} nodes reached after", time.monotonic() - t0)
+        return ids
+
+    def dump_logs(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.write_text(self.run("logs", "--no-color", "--timestamps", timeout=60))
+        except (AssertionError, OSError, subprocess.SubprocessError) as exc:
+            path.write_text(f"could not read the logs: {exc}\n")
+
+
+def _short(value: Any, limit: int = 400) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

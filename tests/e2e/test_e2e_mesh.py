@@ -1,0 +1,220 @@
+"""The headline behaviour, in containers (issue 4): five nodes in a full mesh that survives
+its distributor, drops dead or frozen nodes, and follows scaling.
+
+One compose project for the module (see conftest.py); the tests run in order and each
+leaves five nodes in a full mesh for the next. Deadlines are generous (DESIGN.md, "Timing");
+"stays" and "never" are sampled every 200 ms; measured times are printed, not asserted.
+"""
+
+import time
+
+import pytest
+from e2e_harness import DISTRIBUTOR_ADDRESS, HEARTBEAT_TIMEOUT, NotYet
+
+pytestmark = pytest.mark.e2e
+
+NODE_PORT = 9010
+HOLD = 10.0  # seconds the mesh must stay whole with the distributor dead
+
+
+def _rest(ids: dict[str, str], victim) -> dict[str, str]:
+    return {name: node_id for name, node_id in ids.items() if name != victim.container.name}
+
+
+def _stays_down(replica) -> None:
+    replica.container.reload()
+    state = replica.container.attrs["State"]
+    restarts = replica.container.attrs["RestartCount"]
+    assert state["Status"] == "exited" and restarts == 0, (
+        f"{replica.container.name} was killed and should stay down (restart: unless-stopped), "
+        f"but its state is {state['Status']}, restarted {restarts} times"
+    )
+
+
+def _healthy(replica) -> bool:
+    replica.container.reload()
+    return replica.container.attrs["State"]["Health"]["Status"] == "healthy"
+
+
+def _distributor_attempt_lines(records: list[dict]) -> list[dict]:
+    """Log lines about a failed or retried connection to the distributor."""
+    return [
+        r
+        for r in records
+        if DISTRIBUTOR_ADDRESS in map(str, r.values())
+        and any(word in str(r.get("event", "")) for word in ("attempt", "retry", "retrying"))
+    ]
+
+
+def test_five_nodes_form_a_full_mesh(mesh):
+    ids = mesh.wait_for_full_mesh(5)
+    network = f"{mesh.project}_mesh"
+    for node in mesh.nodes():
+        attrs = node.container.attrs
+        ip = attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        status = node.get("/v1/status")
+        # Advertise host worked out by the node: its address on the compose network.
+        assert status["address"] == f"{ip}:{NODE_PORT}", (node.container.name, status["address"])
+        assert status["distributors"][0]["address"] == DISTRIBUTOR_ADDRESS
+        assert attrs["Config"]["User"] not in ("", "0", "root")
+    assert len(set(ids.values())) == 5
+    for replica in [*mesh.nodes(), mesh.distributor]:
+        mesh.wait_until(
+            lambda r=replica: _healthy(r),
+            f"{replica.container.name} is healthy (its compose healthcheck passes)",
+        )
+
+
+def test_distributor_killed_nodes_keep_their_mesh_and_retry(mesh):
+    nodes = mesh.nodes()
+    ids = mesh.node_ids(nodes)
+    assert mesh.mesh_problem(nodes, ids) is None
+    distributor = mesh.distributor
+    mesh.notes["epoch"] = distributor.get("/v1/members")["epoch"]
+
+    killed_at = time.time()
+    t0 = time.monotonic()
+    distributor.container.kill()
+
+    def all_noticed() -> dict:
+        statuses = mesh.statuses(nodes)
+        for name, st in statuses.items():
+            if st is None or st["distributors"][0]["state"] == "connected":
+                raise NotYet(f"{name}: distributors[0] = {st and st['distributors'][0]}")
+        return statuses
+
+    statuses = mesh.wait_until(
+        all_noticed,
+        "every node reports distributors[0].state != 'connected'",
+        invariant=lambda: mesh.mesh_problem(nodes, ids, distributor=None),
+    )
+    mesh.figure("distributor kill: noticed by all 5 nodes after", time.monotonic() - t0)
+    attempts_before = {name: st["distributors"][0]["attempts"] for name, st in statuses.items()}
+
+    samples = mesh.hold(
+        HOLD,
+        lambda: mesh.mesh_problem(nodes, ids, distributor="not connected"),
+        f"the mesh with the distributor dead, over {HOLD:.0f} s",
+    )
+    mesh.figure("distributor dead: samples of a whole mesh", samples, "samples")
+
+    after = mesh.statuses(nodes)
+    for name, st in after.items():
+        before, now = attempts_before[name], st["distributors"][0]["attempts"]
+        assert now > before, f"{name}: distributors[0].attempts did not grow ({before} -> {now})"
+        assert st["distributors"][0]["state"] != "connected"
+    mesh.figure(
+        "distributor dead: attempts per node after the hold",
+        sorted(st["distributors"][0]["attempts"] for st in after.values()),
+        "",
+    )
+    for node in nodes:
+        lines = _distributor_attempt_lines(node.logs_since(killed_at))
+        assert len(lines) >= 2, (
+            f"{node.container.name}: its log shows {len(lines)} attempts to reach "
+            f"{DISTRIBUTOR_ADDRESS} since the kill; an example line: "
+            f"{node.logs_since(killed_at)[-1:]}"
+        )
+    _stays_down(distributor)
+
+
+def test_distributor_back_all_reregister_and_the_mesh_never_broke(mesh):
+    nodes = mesh.nodes()
+    ids = mesh.node_ids(nodes)
+    distributor = mesh.distributor
+    t0 = time.monotonic()
+    distributor.container.start()
+    distributor.forget_port()  # an ephemeral host port is chosen again at start
+
+    def all_registered() -> bool:
+        listed = mesh.member_ids()
+        if listed != set(ids.values()):
+            raise NotYet(f"the distributor lists {listed}")
+        for name, st in mesh.statuses(nodes).items():
+            if st is None or st["distributors"][0]["state"] != "connected":
+                raise NotYet(f"{name}: distributors[0] = {st and st['distributors'][0]}")
+        return True
+
+    mesh.wait_until(
+        all_registered,
+        "the distributor lists all 5 nodes and each reports it 'connected'",
+        invariant=lambda: mesh.mesh_problem(nodes, ids, distributor=None),
+    )
+    mesh.figure("distributor back: all 5 re-registered after", time.monotonic() - t0)
+    assert mesh.mesh_problem(nodes, ids) is None
+    assert distributor.get("/v1/members")["epoch"] != mesh.notes["epoch"], "a new run, a new epoch"
+
+
+def test_killed_node_is_dropped_and_stays_down(mesh):
+    nodes = mesh.nodes()
+    ids = mesh.node_ids(nodes)
+    victim = nodes[1]
+    rest, rest_ids = [n for n in nodes if n is not victim], _rest(ids, victim)
+    t0 = time.monotonic()
+    victim.container.kill()
+
+    def dropped() -> bool:
+        if problem := mesh.mesh_problem(rest, rest_ids):
+            raise NotYet(problem)
+        if (listed := mesh.member_ids()) != set(rest_ids.values()):
+            raise NotYet(f"the distributor lists {listed}")
+        return True
+
+    mesh.wait_until(dropped, "the other 4 nodes and the distributor drop the killed node")
+    mesh.figure(
+        f"node kill: dropped by all (heartbeat timeout {HEARTBEAT_TIMEOUT:.0f} s) after",
+        time.monotonic() - t0,
+    )
+    _stays_down(victim)
+
+    victim.container.start()  # a fresh process: a new node id, for the next tests
+    victim.forget_port()
+    mesh.wait_for_full_mesh(5)
+
+
+def test_paused_node_is_dropped_then_rejoins_after_unpause(mesh):
+    nodes = mesh.nodes()
+    ids = mesh.node_ids(nodes)
+    victim = nodes[2]
+    rest, rest_ids = [n for n in nodes if n is not victim], _rest(ids, victim)
+    t0 = time.monotonic()
+    victim.container.pause()
+    try:
+
+        def dropped() -> bool:
+            if problem := mesh.mesh_problem(rest, rest_ids):
+                raise NotYet(problem)
+            if (listed := mesh.member_ids()) != set(rest_ids.values()):
+                raise NotYet(f"the distributor lists {listed}")
+            return True
+
+        mesh.wait_until(dropped, "the other 4 nodes and the distributor drop the frozen node")
+        mesh.figure("node pause: dropped by all after", time.monotonic() - t0)
+    finally:
+        victim.container.unpause()
+    t1 = time.monotonic()
+
+    def rejoined() -> bool:
+        if problem := mesh.mesh_problem(nodes, ids):
+            raise NotYet(problem)
+        if (listed := mesh.member_ids()) != set(ids.values()):
+            raise NotYet(f"the distributor lists {listed}")
+        return True
+
+    mesh.wait_until(rejoined, "the unpaused node rejoins: a full mesh of 5 again, same id")
+    mesh.figure("node unpause: rejoined after", time.monotonic() - t1)
+
+
+def test_scale_up_to_7_then_down_to_3_and_the_mesh_follows(mesh):
+    before = set(mesh.node_ids(mesh.nodes()).values())
+    t0 = time.monotonic()
+    mesh.run("up", "--detach", "--no-build", "--no-recreate", "--wait", "--scale", "node=7")
+    mesh.figure("scale to 7: compose up --wait took", time.monotonic() - t0)
+    ids7 = mesh.wait_for_full_mesh(7)
+    assert before <= set(ids7.values()), "scaling up keeps the nodes that were there"
+
+    t0 = time.monotonic()
+    mesh.run("up", "--detach", "--no-build", "--no-recreate", "--wait", "--scale", "node=3")
+    mesh.figure("scale to 3: compose up --wait took", time.monotonic() - t0)
+    ids3 = mesh.wait_for_full_mesh(3)
+    assert set(ids3.values()) < set(ids7.values())
