@@ -14,7 +14,7 @@ import structlog
 
 from distributor.registry import RegistrationRefused, Registry
 from shared.config import Tuning, join_address
-from shared.connection import Link, LinkDown, LoopLag
+from shared.connection import HandshakeGate, Link, LoopLag
 from shared.framing import encode_frame
 from shared.snapshot import split_snapshot
 from shared.wire import Error, Hello, Leave, Member, Message
@@ -29,7 +29,7 @@ class DistributorServer:
         self.lag = lag
         self.address = "0.0.0.0:0"
         self._links: dict[str, tuple[Member, Link]] = {}  # registered member id -> its link
-        self._handshaking = 0
+        self._gate = HandshakeGate(tuning.max_connections)
         self._connections: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._stopping = False  # while stopping, departures are ours, not the nodes'
@@ -80,17 +80,9 @@ class DistributorServer:
             await link.close()
 
     async def _register(self, link: Link) -> Member | None:
-        if self._handshaking >= self.tuning.max_connections:
-            link.log.warning("connection_refused", why="too many connections in the handshake")
+        hello = await self._gate.admit(link)
+        if hello is None:
             return None
-        self._handshaking += 1
-        try:
-            hello = await link.handshake()
-        except LinkDown as exc:
-            link.log.info("handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
-            return None
-        finally:
-            self._handshaking -= 1
         member = hello.member
         try:
             joined, replaced = self.registry.register(member, time.time())

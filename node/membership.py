@@ -180,8 +180,9 @@ class Membership:
             return Changes(refute=True)
         tomb = self.tombstones.get(member.id)
         if tomb is None or tomb.incarnation < member.incarnation:
-            made_at = tomb.made_at if tomb else now  # hearing it again does not refresh it
-            self.tombstones[member.id] = Tombstone(member.incarnation, made_at)
+            # a newer incarnation's departure is a new tombstone; hearing the same one
+            # again does not refresh it
+            self.tombstones[member.id] = Tombstone(member.incarnation, now)
         known = self.known.get(member.id)
         if known is None or known.member.incarnation > member.incarnation:
             return Changes()  # unknown, or a newer incarnation is already here

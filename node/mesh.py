@@ -29,7 +29,7 @@ from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from shared.backoff import Backoff
 from shared.config import ConfigError, Tuning, split_address
-from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link
+from shared.connection import HandshakeGate, Link, LinkDown, LinkEnd, LoopLag, open_link
 from shared.framing import encode_frame
 from shared.wire import (
     Error,
@@ -76,6 +76,7 @@ class Mesh:
         self._on_changes = on_changes
         self.peers: dict[str, Peer] = {}
         self._incoming: set[asyncio.Task[None]] = set()
+        self._gate = HandshakeGate(tuning.max_connections)
         self._request_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
 
@@ -190,10 +191,8 @@ class Mesh:
         self._incoming.add(task)
         link = Link(reader, writer, self.tuning, self.lag)
         try:
-            try:
-                hello = await link.handshake()
-            except LinkDown as exc:
-                link.log.info("peer_handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
+            hello = await self._gate.admit(link)
+            if hello is None:
                 return
             member = hello.member
             if self.membership.is_covered(member) or hello.id == self.self_id:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
+
+from shared.wire import is_port, parse_address
 
 
 class ConfigError(Exception):
@@ -32,12 +33,10 @@ def fail(prog: str, message: str) -> NoReturn:
 
 def split_address(address: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port); ConfigError when malformed."""
-    host, sep, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{address!r} is not HOST:PORT")
-    return host, int(port)
+    try:
+        return parse_address(address)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def join_address(host: str, port: int) -> str:
@@ -45,7 +44,7 @@ def join_address(host: str, port: int) -> str:
 
 
 def port_number(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) < 65536:
+    if not is_port(text, zero=True):
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
     return int(text)
 
@@ -125,7 +124,3 @@ class Tuning:
 
     def __iter_defaults(self) -> list[tuple[str, float | int]]:
         return [(name, getattr(self, name)) for name in self.__slots__]
-
-
-def environ() -> dict[str, str]:
-    return dict(os.environ)

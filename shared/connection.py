@@ -254,3 +254,25 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc) or type(exc).__name__
+
+
+class HandshakeGate:
+    """Caps the connections still in their handshake (MESH_MAX_CONNECTIONS)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    async def admit(self, link: Link) -> Hello | None:
+        """The peer's hello, or None (logged) when the link is refused or fails its handshake."""
+        if self.active >= self.limit:
+            link.log.warning("connection_refused", why="too many connections in the handshake")
+            return None
+        self.active += 1
+        try:
+            return await link.handshake()
+        except LinkDown as exc:
+            link.log.info("handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
+            return None
+        finally:
+            self.active -= 1

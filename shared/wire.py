@@ -71,11 +71,34 @@ def _flag(obj: dict[str, Any], key: str) -> bool:
     return value
 
 
+def is_port(text: str, *, zero: bool = False) -> bool:
+    """A TCP port in ASCII digits: 1..65535, or 0 too when `zero` (listen anywhere)."""
+    return text.isascii() and text.isdigit() and (0 if zero else 1) <= int(text) < 65536
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); ValueError when malformed.
+
+    An IPv6 host must be bracketed, or its last group would read as the port.
+    """
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host or "[" in host or "]" in host:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"{text!r} is not HOST:PORT (bracket an IPv6 host: [::1]:9010)")
+    if not sep or not host or not is_port(port):
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
 def _address(obj: dict[str, Any], key: str) -> str:
     value = _text(obj, key, MAX_ADDRESS)
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ProtocolError(f"field {key!r} must be host:port")
+    try:
+        parse_address(value)
+    except ValueError:
+        raise ProtocolError(f"field {key!r} must be host:port") from None
     return value
 
 
