@@ -1,0 +1,196 @@
+"""shared/config.py: tuning from MESH_* variables, and host:port addresses."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from shared.config import ConfigError, Tuning, join_address, port_number, split_address
+
+DEFAULTS = {
+    "heartbeat_interval": 1.0,
+    "heartbeat_timeout": 3.0,
+    "handshake_timeout": 5.0,
+    "retry_base": 0.1,
+    "retry_max": 5.0,
+    "peer_retry_window": 30.0,
+    "request_timeout": 5.0,
+    "max_inflight": 1024,
+    "max_frame": 1048576,
+    "max_connections": 1024,
+    "max_members": 10000,
+}
+
+
+def test_defaults_match_the_design_table() -> None:
+    tuning = Tuning.from_env({})
+    assert dataclasses.asdict(tuning) == DEFAULTS
+    assert Tuning.from_env({}) == Tuning()
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    assert Tuning.from_env({"PATH": "/bin", "MESH_PORT": "1", "MESH_NOT_A_KNOB": "x"}) == Tuning()
+
+
+def test_overrides() -> None:
+    tuning = Tuning.from_env(
+        {
+            "MESH_HEARTBEAT_INTERVAL": "0.25",
+            "MESH_HEARTBEAT_TIMEOUT": " 0.5 ",  # surrounding whitespace is fine
+            "MESH_HANDSHAKE_TIMEOUT": "2",
+            "MESH_RETRY_BASE": "0.05",
+            "MESH_RETRY_MAX": "1e1",
+            "MESH_PEER_RETRY_WINDOW": "3",
+            "MESH_REQUEST_TIMEOUT": "7.5",
+            "MESH_MAX_INFLIGHT": "8",
+            "MESH_MAX_FRAME": "65536",
+            "MESH_MAX_CONNECTIONS": "20000",
+            "MESH_MAX_MEMBERS": "3",
+        }
+    )
+    assert dataclasses.asdict(tuning) == {
+        "heartbeat_interval": 0.25,
+        "heartbeat_timeout": 0.5,
+        "handshake_timeout": 2.0,
+        "retry_base": 0.05,
+        "retry_max": 10.0,
+        "peer_retry_window": 3.0,
+        "request_timeout": 7.5,
+        "max_inflight": 8,
+        "max_frame": 65536,
+        "max_connections": 20000,
+        "max_members": 3,
+    }
+    assert isinstance(tuning.max_frame, int)
+    assert isinstance(tuning.handshake_timeout, float)
+
+
+def test_one_override_keeps_the_other_defaults() -> None:
+    tuning = Tuning.from_env({"MESH_MAX_MEMBERS": "50"})
+    assert tuning.max_members == 50
+    assert dataclasses.replace(tuning, max_members=10000) == Tuning()
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("MESH_HEARTBEAT_INTERVAL", "fast"),
+        ("MESH_HEARTBEAT_INTERVAL", ""),
+        ("MESH_HEARTBEAT_INTERVAL", "0"),
+        ("MESH_HEARTBEAT_INTERVAL", "-1"),
+        ("MESH_HEARTBEAT_INTERVAL", "nan"),
+        ("MESH_HEARTBEAT_TIMEOUT", "inf"),
+        ("MESH_RETRY_MAX", "-inf"),
+        ("MESH_RETRY_BASE", "1,5"),
+        ("MESH_MAX_FRAME", "1.5"),  # an integer knob
+        ("MESH_MAX_FRAME", "1e6"),
+        ("MESH_MAX_FRAME", "0"),
+        ("MESH_MAX_MEMBERS", "-10"),
+        ("MESH_MAX_INFLIGHT", "many"),
+        ("MESH_MAX_CONNECTIONS", ""),
+    ],
+)
+def test_bad_numbers_are_config_errors(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Tuning.from_env({key: value})
+    message = str(info.value)
+    assert key in message
+    assert "\n" not in message  # one clear line
+
+
+@pytest.mark.parametrize(
+    "interval, timeout",
+    [("1", "1.99"), ("1", "1"), ("2", "3"), ("0.5", "0.9")],
+)
+def test_heartbeat_timeout_under_twice_the_interval(interval: str, timeout: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Tuning.from_env({"MESH_HEARTBEAT_INTERVAL": interval, "MESH_HEARTBEAT_TIMEOUT": timeout})
+    assert "MESH_HEARTBEAT_TIMEOUT" in str(info.value)
+
+
+def test_heartbeat_interval_alone_can_break_the_rule() -> None:
+    # the default timeout (3) is under twice an interval of 2
+    with pytest.raises(ConfigError):
+        Tuning.from_env({"MESH_HEARTBEAT_INTERVAL": "2"})
+
+
+def test_heartbeat_timeout_exactly_twice_is_fine() -> None:
+    tuning = Tuning.from_env({"MESH_HEARTBEAT_INTERVAL": "1.5", "MESH_HEARTBEAT_TIMEOUT": "3"})
+    assert (tuning.heartbeat_interval, tuning.heartbeat_timeout) == (1.5, 3.0)
+
+
+# -- addresses ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("distributor:9000", ("distributor", 9000)),
+        ("10.0.0.1:1", ("10.0.0.1", 1)),
+        ("h:65535", ("h", 65535)),
+        ("[::1]:9010", ("::1", 9010)),
+        ("[fe80::1:2]:80", ("fe80::1:2", 80)),
+    ],
+)
+def test_split_address(address: str, expected: tuple[str, int]) -> None:
+    assert split_address(address) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "host",
+        "host:",
+        ":9000",
+        "[]:9000",
+        "host:0",
+        "host:65536",
+        "host:70000",
+        "host:-1",
+        "host:port",
+        "host:+80",
+        "",
+    ],
+)
+def test_split_address_refuses_malformed(address: str) -> None:
+    with pytest.raises(ConfigError):
+        split_address(address)
+
+
+@pytest.mark.parametrize("address", ["host:\u00b2", "host:\u0669\u0660\u0661\u0660"])
+def test_split_address_non_ascii_digit_port_is_a_config_error(address: str) -> None:
+    # '\u00b2'.isdigit() is True but int() of it raises ValueError: must be ConfigError
+    with pytest.raises(ConfigError):
+        split_address(address)
+
+
+def test_port_number_allows_zero_for_listeners() -> None:
+    assert port_number("0") == 0
+    assert port_number("9010") == 9010
+    assert port_number("65535") == 65535
+    for bad in ("65536", "-1", "", "port", "\u00b2", "80 "):
+        with pytest.raises(argparse.ArgumentTypeError):
+            port_number(bad)
+
+
+@pytest.mark.parametrize("address", ["::1", "fe80::1", "::1:9010"])
+def test_split_address_refuses_unbracketed_ipv6(address: str) -> None:
+    # DESIGN: "an IPv6 host is bracketed"; 'fe80::1' is not host 'fe80:' port 1
+    with pytest.raises(ConfigError):
+        split_address(address)
+
+
+@pytest.mark.parametrize(
+    "host, port, expected",
+    [
+        ("distributor", 9000, "distributor:9000"),
+        ("10.0.0.1", 9010, "10.0.0.1:9010"),
+        ("::1", 9010, "[::1]:9010"),
+        ("fe80::1:2", 80, "[fe80::1:2]:80"),
+    ],
+)
+def test_join_address_and_round_trip(host: str, port: int, expected: str) -> None:
+    assert join_address(host, port) == expected
+    assert split_address(expected) == (host, port)

@@ -1,0 +1,97 @@
+"""node/handlers.py: the built-in methods and the small API services add to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from node.handlers import Handlers, RequestFailed, UnknownMethod, builtin_handlers
+from shared.wire import MAX_METHOD, Member
+
+CALLER = Member("id-c", "caller", "10.0.0.9:9010", 1)
+
+
+async def test_ping_returns_empty_object() -> None:
+    handlers = builtin_handlers()
+    assert await handlers.call("ping", {"ignored": True}, CALLER) == {}
+    assert await handlers.call("ping", None, CALLER) == {}
+
+
+@pytest.mark.parametrize("body", [{}, {"a": [1, 2, {"b": None}]}, [1, "x"], "text", 3.5, None])
+async def test_echo_returns_its_body_unchanged(body: Any) -> None:
+    assert await builtin_handlers().call("echo", body, CALLER) == body
+
+
+def test_builtins_are_registered() -> None:
+    handlers = builtin_handlers()
+    assert "ping" in handlers
+    assert "echo" in handlers
+    assert "greet" not in handlers
+
+
+async def test_unknown_method_raises() -> None:
+    with pytest.raises(UnknownMethod) as info:
+        await builtin_handlers().call("nope", {}, CALLER)
+    assert "nope" in str(info.value)
+    # the HTTP layer maps it to 502 (unknown there)
+    assert isinstance(info.value, RequestFailed)
+    assert info.value.status == 502
+
+
+async def test_added_handler_gets_body_and_caller() -> None:
+    seen = []
+
+    async def greet(body: Any, caller: Member) -> Any:
+        seen.append((body, caller))
+        return {"hello": caller.name, "you_sent": body}
+
+    handlers = builtin_handlers()
+    handlers.add("greet", greet)
+    assert "greet" in handlers
+    assert await handlers.call("greet", [1], CALLER) == {"hello": "caller", "you_sent": [1]}
+    assert seen == [([1], CALLER)]
+
+
+async def test_add_replaces_an_existing_method() -> None:
+    async def loud_echo(body: Any, caller: Member) -> Any:
+        return {"echoed": body}
+
+    handlers = builtin_handlers()
+    handlers.add("echo", loud_echo)
+    assert await handlers.call("echo", 1, CALLER) == {"echoed": 1}
+
+
+async def test_handler_exception_propagates() -> None:
+    async def broken(body: Any, caller: Member) -> Any:
+        raise RuntimeError("boom")
+
+    handlers = Handlers()
+    handlers.add("broken", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        await handlers.call("broken", {}, CALLER)
+
+
+def test_empty_handlers_know_nothing() -> None:
+    assert "ping" not in Handlers()
+
+
+@pytest.mark.parametrize("method", ["", "m" * (MAX_METHOD + 1)])
+def test_add_refuses_bad_method_names(method: str) -> None:
+    async def handler(body: Any, caller: Member) -> Any:
+        return None
+
+    handlers = Handlers()
+    with pytest.raises(ValueError):
+        handlers.add(method, handler)
+    assert method not in handlers
+
+
+@pytest.mark.parametrize("method", ["m", "m" * MAX_METHOD, "svc.do-thing"])
+def test_add_accepts_method_names_up_to_the_limit(method: str) -> None:
+    async def handler(body: Any, caller: Member) -> Any:
+        return None
+
+    handlers = Handlers()
+    handlers.add(method, handler)
+    assert method in handlers

@@ -1,0 +1,114 @@
+"""node/http.py parse_request: the body of POST /v1/request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from node.http import MAX_TIMEOUT, BadRequest, parse_request
+
+
+def parse(obj: Any, default_timeout: float = 5.0) -> tuple[str, str, Any, float]:
+    return parse_request(orjson.dumps(obj), default_timeout)
+
+
+def test_full_request() -> None:
+    to, method, body, timeout = parse(
+        {"to": "id-1", "method": "echo", "body": {"x": [1]}, "timeout": 2.5}
+    )
+    assert (to, method, body, timeout) == ("id-1", "echo", {"x": [1]}, 2.5)
+
+
+def test_defaults_body_and_timeout() -> None:
+    assert parse({"to": "alpha", "method": "ping"}, default_timeout=7.0) == (
+        "alpha",
+        "ping",
+        {},
+        7.0,
+    )
+
+
+@pytest.mark.parametrize("body", [None, [], 0, "", False, [1, 2], "text"])
+def test_any_json_body_is_passed_through(body: Any) -> None:
+    assert parse({"to": "a", "method": "echo", "body": body})[2] == body
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert parse({"to": "a", "method": "m", "extra": 1})[:2] == ("a", "m")
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"{'to': 'a'}", b"\xff"])
+def test_bad_json(raw: bytes) -> None:
+    with pytest.raises(BadRequest, match="JSON"):
+        parse_request(raw, 5.0)
+
+
+@pytest.mark.parametrize("doc", [[], [{"to": "a", "method": "m"}], "x", 1, None, True])
+def test_not_an_object(doc: Any) -> None:
+    with pytest.raises(BadRequest, match="object"):
+        parse(doc)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"method": "echo"},
+        {"to": "", "method": "echo"},
+        {"to": None, "method": "echo"},
+        {"to": 5, "method": "echo"},
+        {"to": ["a"], "method": "echo"},
+    ],
+)
+def test_missing_or_empty_to(doc: dict) -> None:
+    with pytest.raises(BadRequest, match="'to'"):
+        parse(doc)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"to": "a"},
+        {"to": "a", "method": ""},
+        {"to": "a", "method": None},
+        {"to": "a", "method": 1},
+        {"to": "a", "method": {"name": "echo"}},
+    ],
+)
+def test_missing_or_empty_method(doc: dict) -> None:
+    with pytest.raises(BadRequest, match="'method'"):
+        parse(doc)
+
+
+@pytest.mark.parametrize(
+    "timeout", [0, 0.0, -1, -0.5, 300.0001, 301, 1e9, True, False, "5", None, [5], {"s": 5}]
+)
+def test_bad_timeouts(timeout: Any) -> None:
+    with pytest.raises(BadRequest, match="'timeout'"):
+        parse({"to": "a", "method": "m", "timeout": timeout})
+
+
+@pytest.mark.parametrize("raw_timeout", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_non_finite_timeouts(raw_timeout: bytes) -> None:
+    # orjson itself refuses these literals; either way it is a 400, never a crash
+    raw = b'{"to": "a", "method": "m", "timeout": ' + raw_timeout + b"}"
+    with pytest.raises(BadRequest):
+        parse_request(raw, 5.0)
+
+
+def test_nan_timeout_refused_by_the_check_itself() -> None:
+    # a default that is not finite is refused too (the check runs on the default)
+    with pytest.raises(BadRequest, match="'timeout'"):
+        parse({"to": "a", "method": "m"}, default_timeout=float("nan"))
+
+
+@pytest.mark.parametrize("timeout", [300, 300.0, 0.001, 1e-9, 1, 5, 299.5])
+def test_good_timeouts(timeout: float) -> None:
+    result = parse({"to": "a", "method": "m", "timeout": timeout})[3]
+    assert result == float(timeout)
+    assert isinstance(result, float)
+
+
+def test_max_timeout_is_300() -> None:
+    assert MAX_TIMEOUT == 300

@@ -1,0 +1,84 @@
+"""shared/snapshot.py: a snapshot over the frame cap goes out in parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.framing import FrameDecoder, encode_frame
+from shared.snapshot import SnapshotAssembler, split_snapshot
+from shared.wire import Member, Snapshot
+
+
+def members(n: int, name_length: int = 10) -> tuple[Member, ...]:
+    return tuple(
+        Member(f"id-{i:06d}", "n" * name_length + str(i), f"10.0.{i // 256}.{i % 256}:9010", i)
+        for i in range(n)
+    )
+
+
+@pytest.mark.parametrize(
+    "n, max_frame, name_length",
+    [(1000, 4096, 10), (500, 1024, 40), (2000, 65536, 200), (300, 700, 255), (50, 300, 1)],
+)
+def test_parts_fit_under_the_cap_and_rebuild_the_list(
+    n: int, max_frame: int, name_length: int
+) -> None:
+    snapshot = Snapshot("epoch-x", 1234, members(n, name_length))
+    parts = split_snapshot(snapshot, max_frame)
+    assert len(parts) > 1
+    for part in parts:
+        data = encode_frame(part, max_frame)  # raises if the body is over the cap
+        assert len(data) <= max_frame  # the 4-byte prefix included
+        assert part.epoch == snapshot.epoch
+        assert part.version == snapshot.version
+        assert part.members  # no empty parts
+    assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True]
+    assembler = SnapshotAssembler()
+    results = [assembler.add(p) for p in parts]
+    assert results[:-1] == [None] * (len(parts) - 1)
+    assert results[-1] == snapshot
+
+
+def test_parts_survive_the_wire() -> None:
+    snapshot = Snapshot("e", 9, members(400))
+    max_frame = 2048
+    decoder = FrameDecoder(max_frame)
+    decoder.feed(b"".join(encode_frame(p, max_frame) for p in split_snapshot(snapshot, max_frame)))
+    assembler = SnapshotAssembler()
+    whole = None
+    while (message := decoder.next_message()) is not None:
+        assert isinstance(message, Snapshot)
+        assert whole is None  # nothing after the last part
+        whole = assembler.add(message)
+    assert whole == snapshot
+
+
+def test_parts_are_reasonably_full() -> None:
+    snapshot = Snapshot("e", 1, members(1000))
+    max_frame = 4096
+    parts = split_snapshot(snapshot, max_frame)
+    # every part but the last is at least half full: not one member per frame
+    for part in parts[:-1]:
+        assert len(encode_frame(part, max_frame)) > max_frame // 2
+
+
+def test_small_snapshot_is_one_part() -> None:
+    snapshot = Snapshot("e", 3, members(5))
+    assert split_snapshot(snapshot, 1024 * 1024) == [snapshot]
+
+
+def test_empty_snapshot_is_one_part() -> None:
+    snapshot = Snapshot("e", 0, ())
+    parts = split_snapshot(snapshot, 1024)
+    assert parts == [Snapshot("e", 0, (), last=True)]
+    assert SnapshotAssembler().add(parts[0]) == snapshot
+
+
+def test_assembler_starts_over_after_the_last_part() -> None:
+    first = Snapshot("e", 1, members(300))
+    second = Snapshot("e", 2, members(3))
+    assembler = SnapshotAssembler()
+    for part in split_snapshot(first, 1024):
+        result = assembler.add(part)
+    assert result == first
+    assert assembler.add(second) == second  # nothing left over from the first
