@@ -52,7 +52,7 @@ def test_nodes_started_first_keep_retrying_then_join(make_cluster):
         assert status(node)["distributors"][0]["attempts"] == 0
 
 
-def test_distributor_death_keeps_the_mesh_and_restart_reregisters(make_cluster):
+def test_distributor_death_keeps_the_mesh_and_restart_reregisters(make_cluster, record_figure):
     cluster = make_cluster(steady=True)
     distributor = cluster.distributor()
     nodes = [cluster.node(name) for name in NAMES]
@@ -68,6 +68,7 @@ def test_distributor_death_keeps_the_mesh_and_restart_reregisters(make_cluster):
     assert all(status(n)["distributors"][0]["attempts"] >= 1 for n in nodes)
 
     distributor = cluster.distributor()
+    restarted = time.monotonic()
     mesh_intact = []
 
     def back() -> bool:
@@ -75,6 +76,9 @@ def test_distributor_death_keeps_the_mesh_and_restart_reregisters(make_cluster):
         return registered_ids(distributor) == set(ids.values())
 
     wait_for("the restarted distributor lists every node", back)
+    record_figure(
+        "loopback: restarted distributor lists all 5 (retry cap 1 s)", time.monotonic() - restarted
+    )
     assert all(mesh_intact), "the mesh broke while nodes re-registered"
     doc = distributor.get("/v1/members")
     assert doc["epoch"] != first_epoch
@@ -85,20 +89,22 @@ def test_distributor_death_keeps_the_mesh_and_restart_reregisters(make_cluster):
     assert full_mesh(nodes) == ids
 
 
-def test_a_killed_node_is_dropped_by_all_others(make_cluster):
+def test_a_killed_node_is_dropped_by_all_others(make_cluster, record_figure):
     cluster = make_cluster()
     distributor = cluster.distributor()
     nodes = [cluster.node(name) for name in NAMES[:4]]
     ids = wait_for("a full mesh", lambda: full_mesh(nodes))
     victim, others = nodes[0], nodes[1:]
+    started = time.monotonic()
     victim.kill()
     gone = ids[victim.name]
     wait_for("the distributor drops it", lambda: gone not in registered_ids(distributor))
     wait_for("every other node drops it", lambda: all(gone not in member_ids(n) for n in others))
+    record_figure("loopback: crash dropped everywhere", time.monotonic() - started)
     assert full_mesh(others)
 
 
-def test_a_frozen_node_is_dropped_and_rejoins_when_thawed(make_cluster):
+def test_a_frozen_node_is_dropped_and_rejoins_when_thawed(make_cluster, record_figure):
     cluster = make_cluster()
     distributor = cluster.distributor()
     nodes = [cluster.node(name) for name in NAMES[:3]]
@@ -109,9 +115,9 @@ def test_a_frozen_node_is_dropped_and_rejoins_when_thawed(make_cluster):
     try:
         wait_for("the distributor drops it", lambda: ids["n2"] not in registered_ids(distributor))
         wait_for("the others drop it", lambda: all(ids["n2"] not in member_ids(n) for n in others))
-        print(
-            f"freeze detected and spread in {time.monotonic() - started:.2f} s "
-            f"(heartbeat timeout 1.2 s)"
+        record_figure(
+            "loopback: freeze dropped everywhere (heartbeat timeout 1.2 s)",
+            time.monotonic() - started,
         )
     finally:
         frozen.signal(signal.SIGCONT)
@@ -119,7 +125,7 @@ def test_a_frozen_node_is_dropped_and_rejoins_when_thawed(make_cluster):
     assert ids["n2"] in registered_ids(distributor)
 
 
-def test_sigterm_is_a_clean_leave(make_cluster):
+def test_sigterm_is_a_clean_leave(make_cluster, record_figure):
     cluster = make_cluster()
     distributor = cluster.distributor()
     nodes = [cluster.node(name) for name in NAMES[:3]]
@@ -129,7 +135,7 @@ def test_sigterm_is_a_clean_leave(make_cluster):
     leaver.signal(signal.SIGTERM)
     assert leaver.popen is not None
     assert leaver.popen.wait(timeout=10) == 0
-    print(f"SIGTERM to exit: {time.monotonic() - started:.2f} s")
+    record_figure("loopback: SIGTERM to exit 0", time.monotonic() - started)
     wait_for(
         "the leaver is gone everywhere",
         lambda: (
