@@ -1,38 +1,5 @@
 """python -m node: a mesh member (see README.md for flags)."""
 
-from __future__ import annotations
+from node.run import main
 
-import asyncio
-import os
-
-from node import config as node_config
-from node.app import Node
-from node.http import make_app
-from shared import log as mesh_log
-from shared.config import join_address
-from shared.connection import LoopLag
-from shared.http import start_http
-from shared.program import listen_or_fail, run_program
-
-
-def parse(argv: list[str]) -> node_config.NodeConfig:
-    config = node_config.parse(argv, os.environ)
-    mesh_log.configure(config.log_level)
-    return config
-
-
-async def serve(config: node_config.NodeConfig, lag: LoopLag, stop: asyncio.Event) -> None:
-    node = Node(config, lag)
-    await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
-    address = join_address(config.http_host, config.http_port)
-    runner = await listen_or_fail(
-        "HTTP", start_http(make_app(node), config.http_host, config.http_port), address
-    )
-    try:
-        await node.run(stop)
-    finally:
-        await runner.cleanup()
-
-
-if __name__ == "__main__":
-    run_program("node", parse, serve)
+main()

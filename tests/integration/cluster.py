@@ -132,7 +132,7 @@ class Cluster:
     def _proc(
         self,
         name: str,
-        module: str,
+        program: list[str],
         flags: list[str],
         port: int,
         http_port: int,
@@ -141,7 +141,7 @@ class Cluster:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         proc = Proc(
             name=name,
-            args=[sys.executable, "-m", module, *flags],
+            args=[sys.executable, *program, *flags],
             env={**clean, **self.env, **(env or {})},
             log_path=self.tmp / f"{name}.log",
             http_port=http_port,
@@ -162,12 +162,18 @@ class Cluster:
             str(http_port),
         ]
         proc = self._proc(
-            "distributor", "distributor", flags, self.distributor_port, http_port, env
+            "distributor", ["-m", "distributor"], flags, self.distributor_port, http_port, env
         ).start()
         wait_for("distributor /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)
         return proc
 
-    def node(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+    def node(
+        self,
+        name: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        program: tuple[str, ...] = ("-m", "node"),
+    ) -> Proc:
         port, http_port = free_port(), free_port()
         flags = [
             "--name",
@@ -181,7 +187,7 @@ class Cluster:
             "--distributor",
             f"127.0.0.1:{self.distributor_port}",
         ]
-        proc = self._proc(name, "node", flags, port, http_port, env).start()
+        proc = self._proc(name, list(program), flags, port, http_port, env).start()
         if wait:
             wait_for(f"{name} /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)
         return proc

@@ -163,3 +163,42 @@ def test_a_node_restart_replaces_its_old_self(make_cluster):
     assert fresh["n1"] != ids["n1"]
     wait_for("the old n1 is gone", lambda: ids["n1"] not in registered_ids(distributor))
     assert http("GET", reborn.http_port, "/healthz") == (200, {"status": "ok"})
+
+
+def test_a_frozen_distributor_is_not_connected_and_the_mesh_holds(make_cluster):
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    nodes = [cluster.node(name) for name in NAMES[:3]]
+    ids = wait_for("a full mesh", lambda: full_mesh(nodes))
+    distributor.signal(signal.SIGSTOP)
+    try:
+        # its socket still accepts into the backlog, but no hello is answered: never 'connected'
+        wait_for(
+            "every node sees the frozen distributor as not connected",
+            lambda: all(status(n)["distributors"][0]["state"] != "connected" for n in nodes),
+        )
+        holds(
+            "the distributor stays not connected and the mesh stays whole",
+            lambda: (
+                full_mesh(nodes) == ids
+                and all(status(n)["distributors"][0]["state"] != "connected" for n in nodes)
+            ),
+            seconds=4,
+        )
+    finally:
+        distributor.signal(signal.SIGCONT)
+    mesh_intact = []
+
+    def back() -> bool:
+        mesh_intact.append(full_mesh(nodes) == ids)
+        return registered_ids(distributor) == set(ids.values()) and all(
+            status(n)["distributors"][0]["state"] == "connected" for n in nodes
+        )
+
+    wait_for("every node registered again with the thawed distributor", back)
+    holds(
+        "the registrations settle",
+        lambda: registered_ids(distributor) == set(ids.values()),
+        seconds=2,
+    )
+    assert all(mesh_intact), "a peer link dropped while the distributor thawed"

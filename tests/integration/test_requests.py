@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
 from tests.integration.cluster import FakeNode, free_port, full_mesh, http, status, wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
@@ -76,3 +79,16 @@ def test_unreachable_member_fails_fast_with_503(make_cluster):
         code, doc = request(a, {"to": "ghost", "method": "ping"})
         assert code == 503, doc
         assert doc["state"] in ("connecting", "retrying")
+
+
+def test_a_service_built_on_the_handler_api(make_cluster):
+    """examples/greeter.py, as the README shows it: a node with a handler of its own."""
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    plain = cluster.node("plain")
+    greeter = cluster.node("greeter", program=(str(EXAMPLES / "greeter.py"),))
+    wait_for("a full mesh", lambda: full_mesh([plain, greeter]))
+    code, doc = request(plain, {"to": "greeter", "method": "greet", "body": {"x": 1}})
+    assert (code, doc) == (200, {"hello": "plain", "you_sent": {"x": 1}})
+    assert request(greeter, {"to": "plain", "method": "greet"})[0] == 502  # plain lacks it
+    assert request(greeter, {"to": "plain", "method": "echo", "body": 7}) == (200, 7)

@@ -1,0 +1,58 @@
+"""Running a node from the command line: `python -m node`, or a service of your own.
+
+A service is a node with handlers of its own::
+
+    from node.run import main
+
+    async def greet(body, caller):
+        return {"hello": caller.name}
+
+    main(setup=lambda node: node.handlers.add("greet", greet))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable
+
+from node import config as node_config
+from node.app import Node
+from node.http import make_app
+from shared import log as mesh_log
+from shared.config import join_address
+from shared.connection import LoopLag
+from shared.http import start_http
+from shared.program import listen_or_fail, run_program
+
+
+def parse(argv: list[str]) -> node_config.NodeConfig:
+    config = node_config.parse(argv, os.environ)
+    mesh_log.configure(config.log_level)
+    return config
+
+
+async def serve(
+    config: node_config.NodeConfig,
+    lag: LoopLag,
+    stop: asyncio.Event,
+    setup: Callable[[Node], None] | None = None,
+) -> None:
+    node = Node(config, lag)
+    if setup is not None:
+        setup(node)
+    await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
+    address = join_address(config.http_host, config.http_port)
+    runner = await listen_or_fail(
+        "HTTP", start_http(make_app(node), config.http_host, config.http_port), address
+    )
+    try:
+        await node.run(stop)
+    finally:
+        await runner.cleanup()
+
+
+def main(setup: Callable[[Node], None] | None = None) -> None:
+    """Parse the command line, run a node until SIGTERM/SIGINT; `setup` adds handlers first."""
+    run_program("node", parse, functools.partial(serve, setup=setup))
