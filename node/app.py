@@ -87,11 +87,17 @@ class Node:
             asyncio.create_task(self.registrar.run()),
             asyncio.create_task(self._expire_forever()),
         ]
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            # these tasks run forever; one that ends is a bug, and the process says so
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done():
+                    task.result()
             self.log.info("node_leaving")
             await asyncio.gather(self.registrar.leave(), self.mesh.stop())
         finally:
+            stopping.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -121,6 +121,7 @@ class Mesh:
                 peer.member = member
             if self.self_id < member.id and peer.dialer is None:
                 peer.dialer = asyncio.create_task(self._dial(peer))
+                peer.dialer.add_done_callback(log_crash)
         for member_id in changes.removed:
             peer = self.peers.pop(member_id, None)
             if peer is not None:
@@ -255,6 +256,7 @@ class Mesh:
             task = asyncio.create_task(self._answer(peer, link, message))
             peer.serving.add(task)
             task.add_done_callback(peer.serving.discard)
+            task.add_done_callback(log_crash)
         elif isinstance(message, Response):
             future = peer.pending.pop(message.id, None)
             if future is not None and not future.done():
@@ -310,3 +312,9 @@ class Mesh:
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body
+
+
+def log_crash(task: asyncio.Task[None]) -> None:
+    """A task that should never fail did: say so loudly instead of losing the error."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task_crashed", task=task.get_coro().__qualname__, exc_info=task.exception())
