@@ -48,6 +48,8 @@ RUN /opt/tools/bin/pip install --quiet --no-deps --no-build-isolation --no-index
  && /opt/venv/bin/python -c 'import distributor, node, shared'
 
 FROM base
+LABEL org.opencontainers.image.title="mesh" \
+      org.opencontainers.image.description="mesh: the distributor and the node (python -m distributor | node)"
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/app /opt/app
 USER mesh

@@ -10,6 +10,8 @@ seconds() { printf '%d.%d s' $(($1 / 1000)) $(($1 % 1000 / 100)); }
 
 build_image() {
     docker compose build --quiet
+    # Earlier builds of the image, now untagged and used by no container, are removed.
+    docker image prune --force --filter label=org.opencontainers.image.title=mesh >/dev/null
     docker image inspect -f '{{.Size}}' "$IMAGE" |
         awk -v image="$IMAGE" '{printf "image: %s, %.0f MB\n", image, $1 / 1e6}'
 }
