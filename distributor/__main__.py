@@ -38,7 +38,9 @@ async def serve(
     try:
         address = join_address(config.http_host, config.http_port)
         runner = await listen_or_fail(
-            "HTTP", start_http(make_app(registry), config.http_host, config.http_port), address
+            "HTTP",
+            start_http(make_app(registry), config.http_host, config.http_port, config.http_token),
+            address,
         )
         try:
             log.info("distributor_ready", address=server.address, http=address)

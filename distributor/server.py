@@ -80,7 +80,8 @@ class DistributorServer:
             await link.close()
 
     async def _register(self, link: Link) -> Member | None:
-        hello = await self._gate.admit(link)
+        me = Hello(id=self.registry.epoch, name="distributor", address=self.address)
+        hello = await self._gate.admit(link, me)
         if hello is None:
             return None
         member = hello.member
@@ -96,8 +97,6 @@ class DistributorServer:
             old_link.abort()
             link.log.info("registration_replaced", incarnation=member.incarnation)
         self._links[member.id] = (member, link)
-        me = Hello(id=self.registry.epoch, name="distributor", address=self.address)
-        link.send_nowait(me)
         # no await between the snapshot and the broadcast: deltas follow in version order
         for part in split_snapshot(self.registry.snapshot(), self.tuning.max_frame):
             link.send_nowait(part)

@@ -7,7 +7,14 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import ArgumentParser, ConfigError, Tuning, add_common_flags, split_address
+from shared.config import (
+    ArgumentParser,
+    ConfigError,
+    ServerConfig,
+    add_common_flags,
+    common_config,
+    split_address,
+)
 from shared.wire import MAX_NAME
 
 DEFAULT_PORT = 9010
@@ -16,16 +23,10 @@ DEFAULT_DISTRIBUTOR = "distributor:9000"
 
 
 @dataclass(frozen=True, slots=True)
-class NodeConfig:
+class NodeConfig(ServerConfig):
     name: str
-    host: str
-    port: int
-    http_host: str
-    http_port: int
     advertise_host: str | None
     distributors: tuple[str, ...]  # HOST:PORT as given
-    log_level: str
-    tuning: Tuning
 
 
 def _address_list(text: str) -> list[str]:
@@ -70,15 +71,10 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
     if not 0 < len(args.name) <= MAX_NAME:
         raise ConfigError(f"--name must be 1..{MAX_NAME} characters")
     return NodeConfig(
+        **common_config(args, env),
         name=args.name,
-        host=args.host,
-        port=args.port,
-        http_host=args.http_host or args.host,
-        http_port=args.http_port,
         advertise_host=args.advertise_host,
         distributors=tuple(dict.fromkeys(args.distributors)),
-        log_level=args.log_level,
-        tuning=Tuning.from_env(env),
     )
 
 

@@ -174,8 +174,7 @@ class Mesh:
             raise LinkDown(LinkEnd("protocol", str(exc))) from None
         link = await open_link(host, port, self.tuning, self.lag)
         try:
-            link.send_nowait(self._hello())
-            hello = await link.handshake()
+            hello = await link.handshake(self._hello(), dialer=True)
             if hello.id != member.id:
                 raise LinkDown(LinkEnd("protocol", f"{member.address} is now {hello.name}"))
         except BaseException:
@@ -192,7 +191,7 @@ class Mesh:
         self._incoming.add(task)
         link = Link(reader, writer, self.tuning, self.lag)
         try:
-            hello = await self._gate.admit(link)
+            hello = await self._gate.admit(link, self._hello())
             if hello is None:
                 return
             member = hello.member
@@ -200,7 +199,6 @@ class Mesh:
                 link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
                 link.log.info("peer_refused", why="stale incarnation")
                 return
-            link.send_nowait(self._hello())
             self._adopt_record(hello)
             peer = self.peers.get(member.id)
             if peer is None:

@@ -19,9 +19,9 @@ from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from shared.backoff import Backoff
 from shared.config import Tuning, split_address
-from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link
+from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link, refused
 from shared.snapshot import SnapshotAssembler
-from shared.wire import Hello, Leave, MemberJoined, MemberLeft, Message, Snapshot
+from shared.wire import Error, Hello, Leave, MemberJoined, MemberLeft, Message, Snapshot
 
 log = structlog.get_logger()
 
@@ -107,12 +107,13 @@ class Registrar:
         hello = await self._hello(distributor)
         link = await open_link(host, port, self.tuning, self.lag)
         try:
-            link.send_nowait(hello)
             deadline = asyncio.get_running_loop().time() + self.tuning.handshake_timeout
-            await link.handshake()
+            await link.handshake(hello, dialer=True)
             assembler = SnapshotAssembler()
             while True:
                 message = await link.receive(deadline)
+                if isinstance(message, Error):  # e.g. stale_incarnation, full
+                    raise refused(message)
                 if not isinstance(message, Snapshot):
                     raise LinkDown(LinkEnd("protocol", f"expected snapshot, got {message.TYPE}"))
                 snapshot = assembler.add(message)

@@ -45,7 +45,9 @@ async def serve(
     await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
     address = join_address(config.http_host, config.http_port)
     runner = await listen_or_fail(
-        "HTTP", start_http(make_app(node), config.http_host, config.http_port), address
+        "HTTP",
+        start_http(make_app(node), config.http_host, config.http_port, config.http_token),
+        address,
     )
     try:
         await node.run(stop)

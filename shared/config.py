@@ -10,8 +10,8 @@ import argparse
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import NoReturn
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn
 
 from shared.wire import is_port, parse_address
 
@@ -81,6 +81,73 @@ def add_common_flags(
         default=default("MESH_LOG_LEVEL", "info").lower(),
         help="log level",
     )
+    parser.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="the mesh secret: links authenticate with it (env MESH_SECRET_FILE or MESH_SECRET)",
+    )
+    parser.add_argument(
+        "--http-token-file",
+        metavar="PATH",
+        help="HTTP bearer token for every endpoint but /healthz "
+        "(env MESH_HTTP_TOKEN_FILE or MESH_HTTP_TOKEN)",
+    )
+
+
+def _read_secret(
+    path: str | None, env: Mapping[str, str], file_var: str, value_var: str
+) -> str | None:
+    """A secret from a file (stripped) or from the variable itself; both at once is an error."""
+    path = path or env.get(file_var) or None
+    value = env.get(value_var) or None
+    if path and value:
+        raise ConfigError(f"give {file_var} (or its flag) or {value_var}, not both")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                value = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"the secret in {path or value_var} is empty")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What both programs are configured with."""
+
+    host: str
+    port: int
+    http_host: str
+    http_port: int
+    log_level: str
+    http_token: str | None  # None: the HTTP API is open
+    tuning: Tuning
+
+
+def common_config(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """ServerConfig's fields from parsed common flags and the environment."""
+    if args.log_level not in LOG_LEVELS:
+        raise ConfigError(f"MESH_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    secret = _read_secret(args.secret_file, env, "MESH_SECRET_FILE", "MESH_SECRET")
+    token = _read_secret(args.http_token_file, env, "MESH_HTTP_TOKEN_FILE", "MESH_HTTP_TOKEN")
+    # with a secret and no token, an open HTTP API on every address would bypass the secret
+    http_host = args.http_host or ("127.0.0.1" if secret and not token else args.host)
+    return {
+        "host": args.host,
+        "port": args.port,
+        "http_host": http_host,
+        "http_port": args.http_port,
+        "log_level": args.log_level,
+        "http_token": token,
+        "tuning": replace(Tuning.from_env(env), secret=secret.encode() if secret else None),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +165,8 @@ class Tuning:
     max_frame: int = 1024 * 1024  # frame cap in bytes
     max_connections: int = 1024  # concurrent connections still in the handshake
     max_members: int = 10000  # distributor capacity
+    # the mesh secret (--secret-file): every link proves it knows it; None: no authentication
+    secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
@@ -123,4 +192,4 @@ class Tuning:
         return tuning
 
     def __iter_defaults(self) -> list[tuple[str, float | int]]:
-        return [(name, getattr(self, name)) for name in self.__slots__]
+        return [(name, getattr(self, name)) for name in self.__slots__ if name != "secret"]

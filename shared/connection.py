@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from shared.config import Tuning
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import (
+    MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
+    Auth,
     Error,
     Heartbeat,
     Hello,
@@ -73,6 +78,17 @@ class LinkDown(Exception):
     def __init__(self, end: LinkEnd) -> None:
         super().__init__(end.detail)
         self.end = end
+
+
+def refused(error: Error) -> LinkDown:
+    """The peer's error frame as the end of our link."""
+    return LinkDown(LinkEnd("protocol", f"refused: {error.code}: {error.message}"))
+
+
+def auth_proof(secret: bytes, sender: Hello, receiver: Hello) -> str:
+    """HMAC of the sender's id and both nonces: fresh per link, useless if reflected."""
+    text = f"mesh-auth|{sender.id}|{sender.nonce}|{receiver.nonce}".encode()
+    return hmac.new(secret, text, hashlib.sha256).hexdigest()
 
 
 def peer_label(writer: asyncio.StreamWriter) -> str:
@@ -183,18 +199,41 @@ class Link:
                 if exc.end.reason != "timeout" or self._loop.time() >= grace:
                     raise
 
-    async def handshake(self) -> Hello:
-        """Wait for the peer's hello within the handshake timeout and check its versions."""
+    async def handshake(self, mine: Hello, *, dialer: bool) -> Hello:
+        """Exchange hellos (the dialer speaks first) and, with a secret, prove it both ways.
+
+        Returns the peer's hello once its versions overlap ours and, with a
+        secret, its proof checks out; all within the handshake timeout.
+        """
         deadline = self._loop.time() + self.tuning.handshake_timeout
+        mine = replace(mine, nonce=secrets.token_hex(16))
+        if dialer:
+            self.send_nowait(mine)
+        theirs = await self._receive_hello(deadline)
+        if not dialer:
+            self.send_nowait(mine)
+        secret = self.tuning.secret
+        if secret is not None:
+            self.send_nowait(Auth(auth_proof(secret, mine, theirs)))
+            message = await self.receive(deadline)
+            if isinstance(message, Error):
+                raise refused(message)
+            expected = auth_proof(secret, theirs, mine)
+            if not isinstance(message, Auth) or not hmac.compare_digest(message.proof, expected):
+                self.send_nowait(Error("auth_failed", "the mesh secret does not match"))
+                raise LinkDown(LinkEnd("protocol", "authentication failed"))
+        return theirs
+
+    async def _receive_hello(self, deadline: float) -> Hello:
         message = await self.receive(deadline)
         if isinstance(message, Error):
-            raise LinkDown(LinkEnd("protocol", f"refused: {message.code}: {message.message}"))
+            raise refused(message)
         if not isinstance(message, Hello):
             raise LinkDown(LinkEnd("protocol", f"expected hello, got {message.TYPE}"))
         if not versions_overlap(message):
             text = (
                 f"peer speaks versions {message.min_version}..{message.version}, "
-                f"we speak {PROTOCOL_VERSION}"
+                f"we speak {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}"
             )
             self.send_nowait(Error("unsupported_version", text))
             raise LinkDown(LinkEnd("protocol", text))
@@ -263,14 +302,14 @@ class HandshakeGate:
         self.limit = limit
         self.active = 0
 
-    async def admit(self, link: Link) -> Hello | None:
+    async def admit(self, link: Link, mine: Hello) -> Hello | None:
         """The peer's hello, or None (logged) when the link is refused or fails its handshake."""
         if self.active >= self.limit:
             link.log.warning("connection_refused", why="too many connections in the handshake")
             return None
         self.active += 1
         try:
-            return await link.handshake()
+            return await link.handshake(mine, dialer=False)
         except LinkDown as exc:
             link.log.info("handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
             return None

@@ -1,11 +1,13 @@
-"""The small aiohttp edge both programs share: JSON responses, /healthz, start and stop."""
+"""The small aiohttp edge both programs share: JSON responses, /healthz, the token, start."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -17,8 +19,27 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+def bearer_token_required(token: str) -> Any:
+    """Every endpoint but /healthz needs `Authorization: Bearer <token>`."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/healthz":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):  # constant time
+                return json_response({"error": "a valid bearer token is required"}, 401)
+        return await handler(request)
+
+    return check
+
+
+async def start_http(
+    app: web.Application, host: str, port: int, token: str | None = None
+) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
+    if token is not None:
+        app.middlewares.append(bearer_token_required(token))
     # a short shutdown: a stopping program must exit within 2 s
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()

@@ -21,6 +21,7 @@ MAX_NAME = 255
 MAX_ADDRESS = 300
 MAX_METHOD = 128
 MAX_TEXT = 1024
+MAX_NONCE = 128
 MAX_INT = 2**53  # JSON-safe integers
 
 
@@ -170,6 +171,7 @@ class Hello(Message):
     incarnation: int = 0
     version: int = PROTOCOL_VERSION
     min_version: int = MIN_PROTOCOL_VERSION
+    nonce: str = ""  # fresh per connection: the challenge the other side must answer
 
     @property
     def member(self) -> Member:
@@ -183,6 +185,7 @@ class Hello(Message):
             "name": self.name,
             "address": self.address,
             "incarnation": self.incarnation,
+            "nonce": self.nonce,
         }
 
     @classmethod
@@ -197,6 +200,7 @@ class Hello(Message):
             incarnation=_count(obj, "incarnation"),
             version=version,
             min_version=min_version,
+            nonce=_text(obj, "nonce", MAX_NONCE, empty=True) if "nonce" in obj else "",
         )
 
 
@@ -340,6 +344,21 @@ class Error(Message):
         return cls(code=_text(obj, "code", 64), message=_text(obj, "message", MAX_TEXT, empty=True))
 
 
+@dataclass(frozen=True, slots=True)
+class Auth(Message):
+    """Proof that the sender knows the mesh secret, bound to both sides' hello nonces."""
+
+    TYPE: ClassVar[str] = "auth"
+    proof: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"proof": self.proof}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Auth:
+        return cls(proof=_text(obj, "proof", MAX_NONCE))
+
+
 # Append only: the wire enum of a deployed protocol never loses or renames a type.
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -353,6 +372,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Request,
         Response,
         Error,
+        Auth,
     )
 }
 
@@ -383,6 +403,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "MIN_PROTOCOL_VERSION",
     "PROTOCOL_VERSION",
+    "Auth",
     "Error",
     "FrameTooLarge",
     "Heartbeat",

@@ -36,10 +36,17 @@ def free_port() -> int:
 
 
 def http(
-    method: str, port: int, path: str, body: Any = None, raw: bytes | None = None
+    method: str,
+    port: int,
+    path: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             code, payload = resp.status, resp.read()

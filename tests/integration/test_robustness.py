@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shared.framing import encode_frame
+from shared.framing import FrameDecoder, encode_frame
 from shared.wire import Error, Hello
 from tests.integration.cluster import (
     FakeNode,
@@ -106,7 +106,9 @@ def test_registration_incarnations(pair):
             sock.sendall(
                 encode_frame(Hello(id=first.id, name="ghost", address=address, incarnation=1))
             )
-            message = first_message(sock)
+            decoder = FrameDecoder()
+            assert isinstance(first_message(sock, decoder), Hello)  # the handshake completes
+            message = first_message(sock, decoder)  # and then the registration is refused
             assert isinstance(message, Error) and message.code == "stale_incarnation"
         # a newer incarnation replaces it: the old link is closed, and no leave goes out
         with FakeNode(distributor.port, address=address, incarnation=2):

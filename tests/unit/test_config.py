@@ -21,6 +21,7 @@ DEFAULTS = {
     "max_frame": 1048576,
     "max_connections": 1024,
     "max_members": 10000,
+    "secret": None,
 }
 
 
@@ -62,6 +63,7 @@ def test_overrides() -> None:
         "max_frame": 65536,
         "max_connections": 20000,
         "max_members": 3,
+        "secret": None,  # from --secret-file or MESH_SECRET(_FILE), not a tuning variable
     }
     assert isinstance(tuning.max_frame, int)
     assert isinstance(tuning.handshake_timeout, float)
@@ -194,3 +196,28 @@ def test_split_address_refuses_unbracketed_ipv6(address: str) -> None:
 def test_join_address_and_round_trip(host: str, port: int, expected: str) -> None:
     assert join_address(host, port) == expected
     assert split_address(expected) == (host, port)
+
+
+def test_a_secret_without_a_token_keeps_http_on_loopback() -> None:
+    from distributor.config import parse
+
+    assert parse([], {}).http_host == "0.0.0.0"
+    assert parse([], {"MESH_SECRET": "s"}).http_host == "127.0.0.1"
+    assert parse(["--http-host", "0.0.0.0"], {"MESH_SECRET": "s"}).http_host == "0.0.0.0"
+    assert parse([], {"MESH_SECRET": "s", "MESH_HTTP_HOST": "10.1.2.3"}).http_host == "10.1.2.3"
+    assert parse([], {"MESH_SECRET": "s", "MESH_HTTP_TOKEN": "t"}).http_host == "0.0.0.0"
+    config = parse([], {"MESH_SECRET": " s \n", "MESH_HTTP_TOKEN": "t"})
+    assert config.tuning.secret == b"s" and config.http_token == "t"
+
+
+def test_secret_errors() -> None:
+    from distributor.config import parse
+
+    with pytest.raises(ConfigError, match="not both"):
+        parse([], {"MESH_SECRET": "s", "MESH_SECRET_FILE": "/etc/hostname"})
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse(["--secret-file", "/nonexistent/secret"], {})
+    with pytest.raises(ConfigError, match="empty"):
+        parse([], {"MESH_HTTP_TOKEN": "   "})
+    with pytest.raises(ConfigError, match="MESH_LOG_LEVEL"):
+        parse([], {"MESH_LOG_LEVEL": "chatty"})

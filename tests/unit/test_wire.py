@@ -16,6 +16,7 @@ from shared.wire import (
     MESSAGE_TYPES,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
+    Auth,
     Error,
     Heartbeat,
     Hello,
@@ -56,6 +57,7 @@ SAMPLES: list[Message] = [
     Response(10, error="boom"),
     Error("stale_incarnation", "incarnation 1 is not newer than 2"),
     Error("full", ""),
+    Auth("ab12" * 16),
 ]
 
 
