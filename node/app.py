@@ -41,7 +41,6 @@ class Node:
         self.config = config
         self.id = uuid.uuid4().hex  # fresh at every start
         self.name = config.name
-        self.incarnation = 0
         self.port = config.port  # the bound port once the listener is up
         self.address = join_address(config.advertise_host or "127.0.0.1", config.port)
         tuning = config.tuning
@@ -54,6 +53,10 @@ class Node:
         self.log = log.bind(node=self.name, node_id=self.id)
 
     @property
+    def incarnation(self) -> int:
+        return self.membership.incarnation
+
+    @property
     def member(self) -> Member:
         return Member(self.id, self.name, self.address, self.incarnation)
 
@@ -62,14 +65,13 @@ class Node:
 
     async def _register(self, distributor: DistributorLink) -> Hello:
         """A registration attempt: a new incarnation, and the address worked out again."""
-        self.incarnation += 1
+        self.membership.incarnation += 1
         host = await advertise_host(self.config, distributor.address)
         self.address = join_address(host, self.port)
         return self.hello()
 
     def apply(self, changes: Changes) -> None:
-        if changes.refute:
-            self.incarnation += 1  # SWIM's refutation: we are alive, at a newer incarnation
+        if changes.refute:  # membership moved us to a newer incarnation (SWIM's refutation)
             self.log.warning("declared_gone_refuted", incarnation=self.incarnation)
         self.mesh.apply(changes)
 
@@ -77,15 +79,17 @@ class Node:
 
     async def start(self) -> None:
         self.port = await self.mesh.start(self.config.host, self.config.port)
-        first = self.config.distributors[0] if self.config.distributors else None
+        targets = (*self.config.distributors, *self.config.seeds)
+        first = targets[0] if targets else None
         self.address = join_address(await advertise_host(self.config, first), self.port)
         self.log.info("node_listening", address=self.address, peers_port=self.port)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Register and keep the mesh until `stop` is set, then leave cleanly."""
         tasks = [
-            asyncio.create_task(self.registrar.run()),
+            *([asyncio.create_task(self.registrar.run())] if self.config.distributors else []),
             asyncio.create_task(self._expire_forever()),
+            *(asyncio.create_task(self.mesh.seed(seed)) for seed in self.config.seeds),
         ]
         stopping = asyncio.create_task(stop.wait())
         try:

@@ -27,10 +27,7 @@ class NodeConfig(ServerConfig):
     name: str
     advertise_host: str | None
     distributors: tuple[str, ...]  # HOST:PORT as given
-
-
-def _address_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+    seeds: tuple[str, ...] = ()  # HOST:PORT of nodes to join through, ids unknown
 
 
 def _address(text: str) -> str:
@@ -62,12 +59,20 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         metavar="HOST:PORT",
         help=f"a distributor to register with, repeatable (default: {DEFAULT_DISTRIBUTOR})",
     )
+    parser.add_argument(
+        "--seed",
+        action="append",
+        type=_address,
+        dest="seeds",
+        metavar="HOST:PORT",
+        help="a node to join the mesh through, repeatable (env MESH_SEEDS)",
+    )
     args = parser.parse_args(argv)
     if args.distributors is None:
         # MESH_DISTRIBUTORS set and empty means no distributor at all
-        args.distributors = [
-            _checked(a) for a in _address_list(env.get("MESH_DISTRIBUTORS", DEFAULT_DISTRIBUTOR))
-        ]
+        args.distributors = _env_addresses(env, "MESH_DISTRIBUTORS", DEFAULT_DISTRIBUTOR)
+    if args.seeds is None:
+        args.seeds = _env_addresses(env, "MESH_SEEDS", "")
     if not 0 < len(args.name) <= MAX_NAME:
         raise ConfigError(f"--name must be 1..{MAX_NAME} characters")
     return NodeConfig(
@@ -75,12 +80,15 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         name=args.name,
         advertise_host=args.advertise_host,
         distributors=tuple(dict.fromkeys(args.distributors)),
+        seeds=tuple(dict.fromkeys(args.seeds)),
     )
 
 
-def _checked(address: str) -> str:
-    try:
-        split_address(address)
-    except ConfigError as exc:
-        raise ConfigError(f"MESH_DISTRIBUTORS: {exc}") from None
-    return address
+def _env_addresses(env: Mapping[str, str], name: str, default: str) -> list[str]:
+    addresses = [item.strip() for item in env.get(name, default).split(",") if item.strip()]
+    for address in addresses:
+        try:
+            split_address(address)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return addresses

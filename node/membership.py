@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
+from shared.wire import Departure, Member, MemberJoined, MemberLeft, Members, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,8 @@ class _Source:
 class Membership:
     def __init__(self, self_id: str, retry_window: float) -> None:
         self.self_id = self_id
+        # bumped before every registration and whenever we are declared gone
+        self.incarnation = 0
         self.retry_window = retry_window
         self.known: dict[str, Known] = {}
         self.tombstones: dict[str, Tombstone] = {}
@@ -109,7 +111,7 @@ class Membership:
             view.listed.add(member.id)
             return Changes(added=(member,)) if self._learn(member) else Changes()
         view.listed.discard(member.id)
-        return self._depart(member, now, linked_grace=True)
+        return self._depart(member.id, member.incarnation, now, linked_grace=True)
 
     def distributor_lost(self, source: str) -> None:
         self._sources.pop(source, None)
@@ -139,7 +141,31 @@ class Membership:
 
     def peer_left(self, member: Member, now: float) -> Changes:
         """The member said goodbye on its own link: gone at once."""
-        return self._depart(member, now, linked_grace=False)
+        return self._depart(member.id, member.incarnation, now, linked_grace=False)
+
+    # -- anti-entropy between peers ----------------------------------------------
+
+    def first_hand(self) -> list[Member]:
+        """What we may pass on: members we have a live link to or a connected distributor lists."""
+        return [k.member for k in self.known.values() if k.linked or self.is_listed(k.member.id)]
+
+    def departures(self, now: float) -> tuple[Departure, ...]:
+        return tuple(
+            Departure(member_id, tomb.incarnation, max(0.0, now - tomb.made_at))
+            for member_id, tomb in self.tombstones.items()
+        )
+
+    def merge(self, members: Members, now: float) -> Changes:
+        """A peer's Members: its tombstones first (they may cover its members), then members."""
+        changes = Changes()
+        for departure in members.tombstones:
+            if departure.age < self.retry_window:
+                made_at = now - departure.age
+                changes += self._depart(
+                    departure.id, departure.incarnation, made_at, linked_grace=True
+                )
+        learned = tuple(m for m in members.members if self._learn(m))
+        return changes + Changes(added=learned)
 
     # -- time ----------------------------------------------------------------
 
@@ -175,19 +201,24 @@ class Membership:
         known.departed = False  # a newer incarnation refutes an older departure
         return True
 
-    def _depart(self, member: Member, now: float, *, linked_grace: bool) -> Changes:
-        if member.id == self.self_id:
+    def _depart(
+        self, member_id: str, incarnation: int, made_at: float, *, linked_grace: bool
+    ) -> Changes:
+        if member_id == self.self_id:
+            if incarnation < self.incarnation:
+                return Changes()  # about an incarnation we already left behind
+            self.incarnation = incarnation + 1  # SWIM's refutation: alive, and newer
             return Changes(refute=True)
-        tomb = self.tombstones.get(member.id)
-        if tomb is None or tomb.incarnation < member.incarnation:
+        tomb = self.tombstones.get(member_id)
+        if tomb is None or tomb.incarnation < incarnation:
             # a newer incarnation's departure is a new tombstone; hearing the same one
             # again does not refresh it
-            self.tombstones[member.id] = Tombstone(member.incarnation, now)
-        known = self.known.get(member.id)
-        if known is None or known.member.incarnation > member.incarnation:
+            self.tombstones[member_id] = Tombstone(incarnation, made_at)
+        known = self.known.get(member_id)
+        if known is None or known.member.incarnation > incarnation:
             return Changes()  # unknown, or a newer incarnation is already here
         if linked_grace and known.linked:
             known.departed = True
             return Changes()
-        del self.known[member.id]
-        return Changes(removed=(member.id,))
+        del self.known[member_id]
+        return Changes(removed=(member_id,))

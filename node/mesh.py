@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import time
 from collections.abc import Callable
@@ -34,15 +35,21 @@ from shared.framing import encode_frame
 from shared.wire import (
     Error,
     FrameTooLarge,
+    Heartbeat,
     Hello,
     Leave,
     Member,
+    Members,
     Message,
     Request,
     Response,
+    SyncRequest,
 )
 
 log = structlog.get_logger()
+
+DIGEST_CACHE_SECONDS = 0.1  # one digest serves every link's heartbeat in that window
+SYNC_SPACING_BEATS = 3  # a differing digest asks for the full list at most this often
 
 
 @dataclass(eq=False)
@@ -56,6 +63,12 @@ class Peer:
     dialer: asyncio.Task[None] | None = None
     pending: dict[int, asyncio.Future[Response]] = field(default_factory=dict)
     serving: set[asyncio.Task[None]] = field(default_factory=set)  # incoming request handlers
+    unlinked: asyncio.Event = field(default_factory=asyncio.Event)  # set while link is None
+    last_sync_request: float = float("-inf")  # loop time we last asked it for its Members
+    last_sync_answer: float = float("-inf")  # loop time we last sent it ours on request
+
+    def __post_init__(self) -> None:
+        self.unlinked.set()
 
 
 class Mesh:
@@ -78,6 +91,7 @@ class Mesh:
         self._incoming: set[asyncio.Task[None]] = set()
         self._gate = HandshakeGate(tuning.max_connections)
         self._request_ids = itertools.count(1)
+        self._digest_cache: tuple[float, str] | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -150,9 +164,10 @@ class Mesh:
         """Keep a link to a larger-id member up for as long as it is a member."""
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
         while self.peers.get(peer.member.id) is peer:
+            await peer.unlinked.wait()  # a link it dialled to us (a seed's) may be up already
             peer.status.set("connecting")
             try:
-                link = await self._connect(peer.member)
+                link, _ = await self._connect(peer.member)
             except LinkDown as exc:
                 peer.status.failed("retrying", exc.end.detail)
                 log.debug(
@@ -167,21 +182,55 @@ class Mesh:
             await self._run_link(peer, link)
             await asyncio.sleep(backoff.next_delay())
 
-    async def _connect(self, member: Member) -> Link:
+    async def seed(self, address: str) -> None:
+        """Dial a --seed (its id unknown) with backoff until some peer link is up.
+
+        The seed's hello makes it a member, and the link its first peer link; the
+        member lists both sides send at link start carry the rest of the mesh.
+        """
+        backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
+        slog = log.bind(seed=address)
+        while True:
+            if any(p.status.state == "connected" for p in self.peers.values()):
+                backoff.reset()
+                await asyncio.sleep(self.tuning.heartbeat_interval)
+                continue
+            try:
+                link, hello = await self._connect(None, address)
+            except LinkDown as exc:
+                delay = backoff.next_delay()
+                slog.info("seed_attempt_failed", error=exc.end.detail, retry_in=round(delay, 3))
+                await asyncio.sleep(delay)
+                continue
+            peer = self.peers.get(hello.id)
+            if peer is None:  # ourselves, or a member we know has left
+                await link.close()
+            else:
+                slog.info("seed_reached", peer_name=peer.member.name)
+                backoff.reset()
+                await self._run_link(peer, link)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _connect(
+        self, member: Member | None, address: str | None = None
+    ) -> tuple[Link, Hello]:
+        """Dial a member (or a seed's address) and complete the handshake; LinkDown if not."""
+        address = member.address if member else address
+        assert address is not None
         try:
-            host, port = split_address(member.address)
+            host, port = split_address(address)
         except ConfigError as exc:
             raise LinkDown(LinkEnd("protocol", str(exc))) from None
         link = await open_link(host, port, self.tuning, self.lag)
         try:
             hello = await link.handshake(self._hello(), dialer=True)
-            if hello.id != member.id:
-                raise LinkDown(LinkEnd("protocol", f"{member.address} is now {hello.name}"))
+            if member is not None and hello.id != member.id:
+                raise LinkDown(LinkEnd("protocol", f"{address} is now {hello.name}"))
         except BaseException:
             await link.close()
             raise
         self._adopt_record(hello)
-        return link
+        return link, hello
 
     async def _serve_incoming(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -207,8 +256,7 @@ class Mesh:
                 # a pair keeps the link its smaller id dialled: ours
                 link.log.info("peer_duplicate_link_closed")
                 return
-            if peer.link is not None:
-                peer.link.abort()  # the dialler lost its link and came back: the old one is dead
+            # a smaller id dialling again means its old link is dead: this one replaces it
             await self._run_link(peer, link)
         finally:
             self._incoming.discard(task)
@@ -219,33 +267,77 @@ class Mesh:
         self._on_changes(self.membership.learn(hello.member))
 
     async def _run_link(self, peer: Peer, link: Link) -> None:
-        if self.peers.get(peer.member.id) is not peer:
-            return
-        peer.link = link
-        peer.status.succeeded()
-        self.membership.link_up(peer.member.id)
-        link.log.info("peer_connected", peer_name=peer.member.name)
+        """Serve one peer link until it ends; it replaces any link the pair had."""
         end: LinkEnd | None = None
         try:
+            if self.peers.get(peer.member.id) is not peer:
+                return
+            if peer.link is not None:
+                peer.link.abort()  # the pair keeps one link: the newer one
+            peer.link = link
+            peer.unlinked.clear()
+            peer.status.succeeded()
+            self.membership.link_up(peer.member.id)
+            link.log.info("peer_connected", peer_name=peer.member.name)
+            link.heartbeat = self._heartbeat_frame
+            link.send_nowait(self._members())  # anti-entropy: what we know, at link start
             end = await link.serve(lambda message: self._on_peer_message(peer, link, message))
         finally:
             if peer.link is link:
-                peer.link = None
-                reason = end.detail if end else "link closed"
-                self._fail_pending(peer, reason)
-                for task in peer.serving:
-                    task.cancel()
-                if self.peers.get(peer.member.id) is peer:
-                    peer.status.set("retrying", reason)
-                    link.log.info(
-                        "peer_link_down", reason=end.reason if end else "closed", detail=reason
-                    )
-                    if end is not None and end.reason == "leave":
-                        changes = self.membership.peer_left(peer.member, time.monotonic())
-                    else:
-                        changes = self.membership.link_down(peer.member.id)
-                    self._on_changes(changes)
+                self._link_ended(peer, link, end)
             await link.close()
+
+    def _link_ended(self, peer: Peer, link: Link, end: LinkEnd | None) -> None:
+        peer.link = None
+        peer.unlinked.set()
+        reason = end.detail if end else "link closed"
+        self._fail_pending(peer, reason)
+        for task in peer.serving:
+            task.cancel()
+        if self.peers.get(peer.member.id) is not peer:
+            return
+        peer.status.set("retrying", reason)
+        link.log.info("peer_link_down", reason=end.reason if end else "closed", detail=reason)
+        if end is not None and end.reason == "leave":
+            changes = self.membership.peer_left(peer.member, time.monotonic())
+        else:
+            changes = self.membership.link_down(peer.member.id)
+        self._on_changes(changes)
+
+    # -- anti-entropy ----------------------------------------------------------
+
+    def _members(self) -> Members:
+        me = self._hello().member
+        first_hand = (me, *self.membership.first_hand())
+        return Members(first_hand, self.membership.departures(time.monotonic()))
+
+    def _digest(self) -> str:
+        """count:hash of the sorted id:incarnation pairs we would pass on, ourselves included."""
+        now = asyncio.get_running_loop().time()
+        if self._digest_cache is None or now - self._digest_cache[0] > DIGEST_CACHE_SECONDS:
+            me = self._hello().member
+            pairs = sorted(f"{m.id}:{m.incarnation}" for m in (me, *self.membership.first_hand()))
+            digest = hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
+            self._digest_cache = (now, f"{len(pairs)}:{digest}")
+        return self._digest_cache[1]
+
+    def _heartbeat_frame(self) -> bytes:
+        return encode_frame(Heartbeat(self._digest()))
+
+    def _on_sync(self, peer: Peer, link: Link, message: Message) -> None:
+        now = asyncio.get_running_loop().time()
+        # at most once per few heartbeats either way: a quiet mesh costs O(1) per beat
+        spacing = SYNC_SPACING_BEATS * self.tuning.heartbeat_interval
+        if isinstance(message, Members):
+            self._on_changes(self.membership.merge(message, time.monotonic()))
+        elif isinstance(message, SyncRequest):
+            if now - peer.last_sync_answer >= self.tuning.heartbeat_interval:
+                peer.last_sync_answer = now
+                link.send_nowait(self._members())
+        elif isinstance(message, Heartbeat) and message.digest:
+            if message.digest != self._digest() and now - peer.last_sync_request >= spacing:
+                peer.last_sync_request = now
+                link.send_nowait(SyncRequest())
 
     # -- requests --------------------------------------------------------------
 
@@ -259,7 +351,8 @@ class Mesh:
             future = peer.pending.pop(message.id, None)
             if future is not None and not future.done():
                 future.set_result(message)
-        # other types (a newer peer's) are harmless here and ignored
+        else:
+            self._on_sync(peer, link, message)
 
     async def _answer(self, peer: Peer, link: Link, request: Request) -> None:
         try:

@@ -120,7 +120,9 @@ class Link:
         self._decoder = FrameDecoder(tuning.max_frame)
         self._loop = asyncio.get_running_loop()
         self.last_received = self._loop.time()
-        self._heartbeat = encode_frame(Heartbeat())
+        plain_heartbeat = encode_frame(Heartbeat())
+        # the frame each beat sends; peers replace it with one carrying their digest
+        self.heartbeat: Callable[[], bytes] = lambda: plain_heartbeat
         # a peer that stops reading must not make us buffer without bound
         self._write_limit = 4 * tuning.max_frame + 64 * 1024
         self._unknown_types: set[str] = set()
@@ -151,7 +153,7 @@ class Link:
 
     async def _send_heartbeats(self) -> None:
         while not self.writer.is_closing():
-            self.send_nowait(self._heartbeat)
+            self.send_nowait(self.heartbeat())
             await asyncio.sleep(self.tuning.heartbeat_interval)
 
     # -- reading -------------------------------------------------------------
@@ -252,8 +254,7 @@ class Link:
                 if isinstance(message, Error):
                     self.log.warning("peer_error", code=message.code, message=message.message)
                     continue
-                if not isinstance(message, Heartbeat):
-                    on_message(message)
+                on_message(message)  # heartbeats too: between peers they carry a digest
         except LinkDown as exc:
             return exc.end
         except ProtocolError as exc:  # a handler rejected what the peer sent

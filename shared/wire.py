@@ -211,7 +211,17 @@ def versions_overlap(hello: Hello) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
+    """A sign of life; between peers it carries a digest of what the sender knows."""
+
     TYPE: ClassVar[str] = "heartbeat"
+    digest: str = ""  # "count:hash" of the sender's first-hand id:incarnation pairs
+
+    def fields(self) -> dict[str, Any]:
+        return {"digest": self.digest} if self.digest else {}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Heartbeat:
+        return cls(digest=_text(obj, "digest", MAX_NONCE, empty=True) if "digest" in obj else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +369,59 @@ class Auth(Message):
         return cls(proof=_text(obj, "proof", MAX_NONCE))
 
 
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A tombstone as it travels: this id, up to this incarnation, has left."""
+
+    id: str
+    incarnation: int
+    age: float  # seconds since it was first made; hearing it again does not refresh it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "incarnation": self.incarnation, "age": self.age}
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Departure:
+        if not isinstance(obj, dict):
+            raise ProtocolError("a tombstone must be an object")
+        age = obj.get("age")
+        if not isinstance(age, int | float) or isinstance(age, bool) or not 0 <= age < MAX_INT:
+            raise ProtocolError("field 'age' must be a non-negative number")
+        return cls(_text(obj, "id", MAX_ID), _count(obj, "incarnation"), float(age))
+
+
+@dataclass(frozen=True, slots=True)
+class Members(Message):
+    """Anti-entropy between peers: the sender's first-hand members and its tombstones."""
+
+    TYPE: ClassVar[str] = "members"
+    members: tuple[Member, ...]
+    tombstones: tuple[Departure, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "members": [m.to_dict() for m in self.members],
+            "tombstones": [t.to_dict() for t in self.tombstones],
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Members:
+        tombstones = obj.get("tombstones", [])
+        if not isinstance(tombstones, list):
+            raise ProtocolError("field 'tombstones' must be a list")
+        return cls(
+            members=_members(obj, "members"),
+            tombstones=tuple(Departure.from_dict(t) for t in tombstones),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest(Message):
+    """Our digests differ: please send your full Members."""
+
+    TYPE: ClassVar[str] = "sync_request"
+
+
 # Append only: the wire enum of a deployed protocol never loses or renames a type.
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -373,6 +436,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Response,
         Error,
         Auth,
+        Members,
+        SyncRequest,
     )
 }
 
@@ -404,6 +469,7 @@ __all__ = [
     "MIN_PROTOCOL_VERSION",
     "PROTOCOL_VERSION",
     "Auth",
+    "Departure",
     "Error",
     "FrameTooLarge",
     "Heartbeat",
@@ -412,11 +478,13 @@ __all__ = [
     "Member",
     "MemberJoined",
     "MemberLeft",
+    "Members",
     "Message",
     "ProtocolError",
     "Request",
     "Response",
     "Snapshot",
+    "SyncRequest",
     "UnknownMessageType",
     "decode",
     "encode",

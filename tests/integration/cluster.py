@@ -180,8 +180,10 @@ class Cluster:
         env: dict[str, str] | None = None,
         wait: bool = True,
         program: tuple[str, ...] = ("-m", "node"),
+        distributor: bool = True,
+        port: int | None = None,
     ) -> Proc:
-        port, http_port = free_port(), free_port()
+        port, http_port = port or free_port(), free_port()
         flags = [
             "--name",
             name,
@@ -191,9 +193,9 @@ class Cluster:
             str(port),
             "--http-port",
             str(http_port),
-            "--distributor",
-            f"127.0.0.1:{self.distributor_port}",
         ]
+        if distributor:
+            flags += ["--distributor", f"127.0.0.1:{self.distributor_port}"]
         proc = self._proc(name, list(program), flags, port, http_port, env).start()
         if wait:
             wait_for(f"{name} /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)

@@ -17,6 +17,7 @@ from shared.wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Auth,
+    Departure,
     Error,
     Heartbeat,
     Hello,
@@ -24,11 +25,13 @@ from shared.wire import (
     Member,
     MemberJoined,
     MemberLeft,
+    Members,
     Message,
     ProtocolError,
     Request,
     Response,
     Snapshot,
+    SyncRequest,
     UnknownMessageType,
     decode,
     encode,
@@ -58,6 +61,10 @@ SAMPLES: list[Message] = [
     Error("stale_incarnation", "incarnation 1 is not newer than 2"),
     Error("full", ""),
     Auth("ab12" * 16),
+    Heartbeat("3:0123abcd"),
+    Members((A, B), (Departure("id-c", 4, 1.5),)),
+    Members(()),
+    SyncRequest(),
 ]
 
 
@@ -147,7 +154,8 @@ def test_unknown_fields_are_ignored() -> None:
     )
     assert isinstance(snapshot, Snapshot)
     assert snapshot.members == (Member("id-a", "alpha", "10.0.0.1:9010", 0),)
-    assert dec({"type": "heartbeat", "digest": "abc", "count": 3}) == Heartbeat()
+    assert dec({"type": "heartbeat", "digest": "abc", "count": 3}) == Heartbeat("abc")
+    assert dec({"type": "heartbeat", "count": 3}) == Heartbeat()
 
 
 def test_snapshot_last_defaults_to_true() -> None:
