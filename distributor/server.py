@@ -7,14 +7,13 @@ each of those sends member_left, with that reason, to every other node.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
 
 from distributor.registry import RegistrationRefused, Registry
 from shared.config import Tuning, join_address
-from shared.connection import HandshakeGate, Link, LoopLag
+from shared.connection import Link, LinkEnd, Listener, LoopLag
 from shared.framing import encode_frame
 from shared.snapshot import split_snapshot
 from shared.wire import Error, Hello, Leave, Member, Message
@@ -26,36 +25,25 @@ class DistributorServer:
     def __init__(self, registry: Registry, tuning: Tuning, lag: LoopLag) -> None:
         self.registry = registry
         self.tuning = tuning
-        self.lag = lag
         self.address = "0.0.0.0:0"
         self._links: dict[str, tuple[Member, Link]] = {}  # registered member id -> its link
-        self._gate = HandshakeGate(tuning.max_connections)
-        self._connections: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._listener = Listener(tuning, lag, self._hello, self._serve)
         self._stopping = False  # while stopping, departures are ours, not the nodes'
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve_connection, host, port)
-        bound = self._server.sockets[0].getsockname()
-        self.address = join_address(host, bound[1])
+        self.address = join_address(host, await self._listener.start(host, port))
         log.info("distributor_listening", address=self.address, epoch=self.registry.epoch)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Tell every node we are going (so they retry at once), then close everything."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
         goodbye = encode_frame(Leave())
         for _, link in self._links.values():
             link.send_nowait(goodbye)
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._listener.stop()
+
+    def _hello(self) -> Hello:
+        return Hello(id=self.registry.epoch, name="distributor", address=self.address)
 
     def _broadcast(self, message: Message, skip: str | None = None) -> None:
         # encoded once; the same bytes go to every link
@@ -64,69 +52,51 @@ class DistributorServer:
             if member_id != skip:
                 link.send_nowait(data)
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        link = Link(reader, writer, self.tuning, self.lag)
-        try:
-            member = await self._register(link)
-            if member is not None:
-                await self._follow(member, link)
-        finally:
-            self._connections.discard(task)
-            await link.close()
-
-    async def _register(self, link: Link) -> Member | None:
-        me = Hello(id=self.registry.epoch, name="distributor", address=self.address)
-        hello = await self._gate.admit(link, me)
-        if hello is None:
-            return None
+    async def _serve(self, link: Link, hello: Hello) -> None:
+        """One node's registration, for as long as its link lives."""
         member = hello.member
         try:
             joined, replaced = self.registry.register(member, time.time())
         except RegistrationRefused as exc:
             link.log.info("registration_refused", code=exc.code, detail=str(exc))
             link.send_nowait(Error(exc.code, str(exc)))
-            return None
-        if replaced is not None:
-            # the entry now belongs to the new link; the old link's end emits nothing
-            _, old_link = self._links.pop(member.id)
-            old_link.abort()
-            link.log.info("registration_replaced", incarnation=member.incarnation)
-        self._links[member.id] = (member, link)
-        # no await between the snapshot and the broadcast: deltas follow in version order
-        for part in split_snapshot(self.registry.snapshot(), self.tuning.max_frame):
-            link.send_nowait(part)
-        self._broadcast(joined, skip=member.id)
-        link.log.info(
-            "member_joined",
-            member=member.name,
-            address=member.address,
-            incarnation=member.incarnation,
-            version=joined.version,
-            members=len(self.registry),
-        )
-        return member
-
-    async def _follow(self, member: Member, link: Link) -> None:
-        end = None
+            return
+        end: LinkEnd | None = None
         try:
+            if replaced is not None:
+                # the entry now belongs to the new link; the old link's end emits nothing
+                _, old_link = self._links.pop(member.id)
+                old_link.abort()
+                link.log.info("registration_replaced", incarnation=member.incarnation)
+            self._links[member.id] = (member, link)
+            # no await between the snapshot and the broadcast: deltas follow in version order
+            for part in split_snapshot(self.registry.snapshot(), self.tuning.max_frame):
+                link.send_nowait(part)
+            self._broadcast(joined, skip=member.id)
+            link.log.info(
+                "member_joined",
+                member=member.name,
+                address=member.address,
+                incarnation=member.incarnation,
+                version=joined.version,
+                members=len(self.registry),
+            )
             end = await link.serve(lambda message: None)  # nodes send only heartbeats and leave
         finally:
-            if self._links.get(member.id, (None, None))[1] is link:
-                del self._links[member.id]
-            reason = end.reason if end else "closed"
-            left = self.registry.unregister(member, reason)
-            if left is not None and not self._stopping:
-                self._broadcast(left)
-                link.log.info(
-                    "member_left",
-                    member=member.name,
-                    reason=reason,
-                    detail=end.detail if end else "distributor stopping",
-                    version=left.version,
-                    members=len(self.registry),
-                )
+            self._unregister(member, link, end)
+
+    def _unregister(self, member: Member, link: Link, end: LinkEnd | None) -> None:
+        if self._links.get(member.id, (None, None))[1] is link:
+            del self._links[member.id]
+        reason = end.reason if end else "closed"
+        left = self.registry.unregister(member, reason)
+        if left is not None and not self._stopping:
+            self._broadcast(left)
+            link.log.info(
+                "member_left",
+                member=member.name,
+                reason=reason,
+                detail=end.detail if end else "link closed",
+                version=left.version,
+                members=len(self.registry),
+            )

@@ -19,6 +19,7 @@ import structlog
 from node.config import NodeConfig
 from node.handlers import (
     AmbiguousName,
+    BadRequest,
     RequestFailed,
     RequestTimedOut,
     UnknownMember,
@@ -29,7 +30,7 @@ from node.mesh import Mesh
 from node.registrar import DistributorLink, Registrar
 from shared.config import join_address, split_address
 from shared.connection import LoopLag
-from shared.wire import Hello, Member
+from shared.wire import MAX_METHOD, Hello, Member
 
 log = structlog.get_logger()
 
@@ -99,12 +100,16 @@ class Node:
                 if task.done():
                     task.result()
             self.log.info("node_leaving")
-            await asyncio.gather(self.registrar.leave(), self.mesh.stop())
+            # goodbyes are queued first; cancelling the registrar closes its links (flushing
+            # them) and keeps it from registering again while we go
+            self.registrar.say_goodbye()
+            self.mesh.say_goodbye()
         finally:
             stopping.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.mesh.stop()
 
     async def _expire_forever(self) -> None:
         period = min(1.0, self.config.tuning.peer_retry_window / 10)
@@ -128,19 +133,24 @@ class Node:
         return ids[0]
 
     async def request(self, to: str, method: str, body: Any, timeout: float) -> Any:
-        """Call `method` on the member `to` (id or name) and return its result."""
+        """Call `method` on the member `to` (id or name) and return its result.
+
+        Raises RequestFailed (its `status` is the HTTP code that says why) otherwise.
+        """
+        if not 0 < len(method) <= MAX_METHOD:
+            raise BadRequest(f"'method' must be 1..{MAX_METHOD} characters")
         target = self.resolve(to)
         if target != self.id:
             return await self.mesh.request(target, method, body, timeout)
         try:  # a request to ourselves is answered here
             async with asyncio.timeout(timeout):
-                return await self.handlers.call(method, body, self.member)
-        except RequestFailed:
-            raise
+                max_result = self.config.tuning.max_frame
+                result, error = await self.handlers.answer(method, body, self.member, max_result)
         except TimeoutError:
             raise RequestTimedOut(f"no answer within {timeout} s") from None
-        except Exception as exc:
-            raise RequestFailed(f"handler raised {type(exc).__name__}: {exc}") from None
+        if error is not None:
+            raise RequestFailed(error)
+        return result
 
     # -- status ----------------------------------------------------------------
 

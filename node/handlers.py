@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.wire import MAX_METHOD, Member
+import orjson
+import structlog
+
+from shared.wire import MAX_METHOD, MAX_TEXT, Member
+
+log = structlog.get_logger()
 
 Handler = Callable[[Any, Member], Awaitable[Any]]
 
@@ -33,6 +38,10 @@ class RequestFailed(Exception):
 
 class UnknownMethod(RequestFailed):
     pass
+
+
+class BadRequest(RequestFailed):
+    status = 400
 
 
 class UnknownMember(RequestFailed):
@@ -76,6 +85,33 @@ class Handlers:
         if handler is None:
             raise UnknownMethod(f"unknown method {method!r}")
         return await handler(body, caller)
+
+    async def answer(
+        self, method: str, body: Any, caller: Member, max_result: int
+    ) -> tuple[Any, str | None]:
+        """(result, None) or (None, error in a few words): what goes back to the caller.
+
+        The one place a handler's failure becomes an error: its text clipped to
+        what the wire carries, a result that is not JSON or too big refused.
+        """
+        try:
+            result = await self.call(method, body, caller)
+        except RequestFailed as exc:
+            return None, clip(str(exc))
+        except Exception as exc:  # a service's bug must not take the link down
+            log.warning("handler_raised", method=method, error=repr(exc))
+            return None, clip(f"handler raised {type(exc).__name__}: {exc}")
+        try:
+            size = len(orjson.dumps(result))
+        except TypeError as exc:
+            return None, clip(f"result is not JSON: {exc}")
+        if size > max_result:
+            return None, f"result of {size} bytes is over the frame cap"
+        return result, None
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
 async def ping(body: Any, caller: Member) -> Any:

@@ -143,6 +143,13 @@ class Membership:
         """The member said goodbye on its own link: gone at once."""
         return self._depart(member.id, member.incarnation, now, linked_grace=False)
 
+    def refute(self, declared_gone: int) -> Changes:
+        """We were declared gone at that incarnation: SWIM's refutation, alive and newer."""
+        if declared_gone < self.incarnation:
+            return Changes()  # about an incarnation we already left behind
+        self.incarnation = declared_gone + 1
+        return Changes(refute=True)
+
     # -- anti-entropy between peers ----------------------------------------------
 
     def first_hand(self) -> list[Member]:
@@ -205,10 +212,7 @@ class Membership:
         self, member_id: str, incarnation: int, made_at: float, *, linked_grace: bool
     ) -> Changes:
         if member_id == self.self_id:
-            if incarnation < self.incarnation:
-                return Changes()  # about an incarnation we already left behind
-            self.incarnation = incarnation + 1  # SWIM's refutation: alive, and newer
-            return Changes(refute=True)
+            return self.refute(incarnation)
         tomb = self.tombstones.get(member_id)
         if tomb is None or tomb.incarnation < incarnation:
             # a newer incarnation's departure is a new tombstone; hearing the same one

@@ -2,7 +2,9 @@
 
 The node with the smaller id dials and keeps re-dialling with backoff while the
 member is known; the larger id waits to be dialled. Any node accepts a hello
-from any node. Links carry heartbeats both ways and request/response frames.
+from any node (a seed's, a thawed node's). Links carry heartbeats both ways,
+request/response frames, and anti-entropy: each side's member list at link
+start, then a digest on every heartbeat.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +32,7 @@ from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from shared.backoff import Backoff
 from shared.config import ConfigError, Tuning, split_address
-from shared.connection import HandshakeGate, Link, LinkDown, LinkEnd, LoopLag, open_link
+from shared.connection import Link, LinkDown, LinkEnd, Listener, LoopLag, open_link
 from shared.framing import encode_frame
 from shared.wire import (
     Error,
@@ -50,6 +52,24 @@ log = structlog.get_logger()
 
 DIGEST_CACHE_SECONDS = 0.1  # one digest serves every link's heartbeat in that window
 SYNC_SPACING_BEATS = 3  # a differing digest asks for the full list at most this often
+RESPONSE_OVERHEAD = 256  # room in a frame for a response's own fields around its body
+
+
+@dataclass(eq=False)
+class Session:
+    """One live link to a peer and what rides on it; it all ends with the link."""
+
+    link: Link
+    pending: dict[int, asyncio.Future[Response]] = field(default_factory=dict)  # ours, out
+    serving: set[asyncio.Task[None]] = field(default_factory=set)  # theirs, being answered
+
+    def end(self, why: str) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(RequestFailed(f"link died mid-request: {why}"))
+        self.pending.clear()
+        for task in self.serving:
+            task.cancel()
 
 
 @dataclass(eq=False)
@@ -59,11 +79,9 @@ class Peer:
     member: Member
     # connecting | connected | retrying
     status: LinkStatus = field(default_factory=lambda: LinkStatus("connecting"))
-    link: Link | None = None
+    session: Session | None = None
     dialer: asyncio.Task[None] | None = None
-    pending: dict[int, asyncio.Future[Response]] = field(default_factory=dict)
-    serving: set[asyncio.Task[None]] = field(default_factory=set)  # incoming request handlers
-    unlinked: asyncio.Event = field(default_factory=asyncio.Event)  # set while link is None
+    unlinked: asyncio.Event = field(default_factory=asyncio.Event)  # set while no session
     last_sync_request: float = float("-inf")  # loop time we last asked it for its Members
     last_sync_answer: float = float("-inf")  # loop time we last sent it ours on request
 
@@ -88,11 +106,11 @@ class Mesh:
         self._hello = hello
         self._on_changes = on_changes
         self.peers: dict[str, Peer] = {}
-        self._incoming: set[asyncio.Task[None]] = set()
-        self._gate = HandshakeGate(tuning.max_connections)
+        self._listener = Listener(tuning, lag, hello, self._serve_incoming)
+        self._tasks: set[asyncio.Task[None]] = set()  # dialers and request handlers
         self._request_ids = itertools.count(1)
         self._digest_cache: tuple[float, str] | None = None
-        self._server: asyncio.Server | None = None
+        self._stopping = False
 
     @property
     def self_id(self) -> str:
@@ -101,29 +119,37 @@ class Mesh:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve_incoming, host, port)
-        return self._server.sockets[0].getsockname()[1]
+        return await self._listener.start(host, port)
+
+    def say_goodbye(self) -> None:
+        """Queue a leave on every live link and stop opening new ones."""
+        self._stopping = True
+        goodbye = encode_frame(Leave())
+        for peer in self.peers.values():
+            if peer.session is not None:
+                peer.session.link.send_nowait(goodbye)
 
     async def stop(self) -> None:
-        """Say goodbye on every link, then close them all."""
-        if self._server is not None:
-            self._server.close()
-        goodbye = encode_frame(Leave())
-        links = [p.link for p in self.peers.values() if p.link is not None]
-        for link in links:
-            link.send_nowait(goodbye)
-        tasks = [*self._incoming]
-        for peer in self.peers.values():
-            tasks += [*peer.serving, *([peer.dialer] if peer.dialer else [])]
-        for task in tasks:
+        """Say goodbye (if not yet said), then cancel and await everything and close links."""
+        self.say_goodbye()
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._listener.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_crash)
+        return task
 
     # -- membership changes --------------------------------------------------
 
     def apply(self, changes: Changes) -> None:
         """Open peers for added members, close them for removed ones."""
+        if self._stopping:
+            return
         for member in changes.added:
             peer = self.peers.get(member.id)
             if peer is None:
@@ -134,29 +160,15 @@ class Mesh:
             else:
                 peer.member = member
             if self.self_id < member.id and peer.dialer is None:
-                peer.dialer = asyncio.create_task(self._dial(peer))
-                peer.dialer.add_done_callback(log_crash)
+                peer.dialer = self._spawn(self._dial(peer))
         for member_id in changes.removed:
             peer = self.peers.pop(member_id, None)
             if peer is not None:
                 log.info("peer_dropped", peer_id=member_id, peer_name=peer.member.name)
-                self._close_peer(peer)
-
-    def _close_peer(self, peer: Peer) -> None:
-        # the dialer and handler tasks are cancelled here; their own finally blocks close links
-        if peer.dialer is not None and peer.dialer is not asyncio.current_task():
-            peer.dialer.cancel()
-        if peer.link is not None:
-            peer.link.abort()
-        for task in peer.serving:
-            task.cancel()
-        self._fail_pending(peer, "peer dropped")
-
-    def _fail_pending(self, peer: Peer, why: str) -> None:
-        for future in peer.pending.values():
-            if not future.done():
-                future.set_exception(RequestFailed(f"link died mid-request: {why}"))
-        peer.pending.clear()
+                if peer.dialer is not None and peer.dialer is not asyncio.current_task():
+                    peer.dialer.cancel()
+                if peer.session is not None:
+                    peer.session.link.abort()  # its serving task ends it and cleans up
 
     # -- links -----------------------------------------------------------------
 
@@ -170,6 +182,8 @@ class Mesh:
                 link, _ = await self._connect(peer.member)
             except LinkDown as exc:
                 peer.status.failed("retrying", exc.end.detail)
+                if exc.end.code == "stale_incarnation":
+                    self._refute()
                 log.debug(
                     "peer_dial_failed",
                     peer_name=peer.member.name,
@@ -181,6 +195,10 @@ class Mesh:
             backoff.reset()
             await self._run_link(peer, link)
             await asyncio.sleep(backoff.next_delay())
+
+    def _refute(self) -> None:
+        """A peer holds a tombstone naming us (we were frozen, say): come back newer."""
+        self._on_changes(self.membership.refute(self.membership.incarnation))
 
     async def seed(self, address: str) -> None:
         """Dial a --seed (its id unknown) with backoff until some peer link is up.
@@ -198,6 +216,8 @@ class Mesh:
             try:
                 link, hello = await self._connect(None, address)
             except LinkDown as exc:
+                if exc.end.code == "stale_incarnation":
+                    self._refute()
                 delay = backoff.next_delay()
                 slog.info("seed_attempt_failed", error=exc.end.detail, retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
@@ -232,70 +252,57 @@ class Mesh:
         self._adopt_record(hello)
         return link, hello
 
-    async def _serve_incoming(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._incoming.add(task)
-        link = Link(reader, writer, self.tuning, self.lag)
-        try:
-            hello = await self._gate.admit(link, self._hello())
-            if hello is None:
-                return
-            member = hello.member
-            if self.membership.is_covered(member) or hello.id == self.self_id:
-                link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
-                link.log.info("peer_refused", why="stale incarnation")
-                return
-            self._adopt_record(hello)
-            peer = self.peers.get(member.id)
-            if peer is None:
-                return  # dropped meanwhile
-            if peer.link is not None and self.self_id < member.id:
-                # a pair keeps the link its smaller id dialled: ours
-                link.log.info("peer_duplicate_link_closed")
-                return
-            # a smaller id dialling again means its old link is dead: this one replaces it
-            await self._run_link(peer, link)
-        finally:
-            self._incoming.discard(task)
-            await link.close()
+    async def _serve_incoming(self, link: Link, hello: Hello) -> None:
+        """A link someone dialled to us, past its handshake (the listener closes it)."""
+        member = hello.member
+        if self.membership.is_covered(member) or hello.id == self.self_id:
+            link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
+            link.log.info("peer_refused", why="stale incarnation")
+            return
+        self._adopt_record(hello)
+        peer = self.peers.get(member.id)
+        if peer is None:
+            return  # dropped meanwhile
+        if peer.session is not None and self.self_id < member.id:
+            # a pair keeps the link its smaller id dialled: ours
+            link.log.info("peer_duplicate_link_closed")
+            return
+        # a smaller id dialling again means its old link is dead: this one replaces it
+        await self._run_link(peer, link)
 
     def _adopt_record(self, hello: Hello) -> None:
         """A peer's hello is first-hand knowledge: learn it (or its newer incarnation)."""
         self._on_changes(self.membership.learn(hello.member))
 
     async def _run_link(self, peer: Peer, link: Link) -> None:
-        """Serve one peer link until it ends; it replaces any link the pair had."""
+        """Serve one peer link until it ends, then close it; it replaces any earlier one."""
+        session = Session(link)
         end: LinkEnd | None = None
         try:
-            if self.peers.get(peer.member.id) is not peer:
+            if self.peers.get(peer.member.id) is not peer or self._stopping:
                 return
-            if peer.link is not None:
-                peer.link.abort()  # the pair keeps one link: the newer one
-            peer.link = link
+            if peer.session is not None:
+                peer.session.link.abort()  # the pair keeps one link: the newer one
+            peer.session = session
             peer.unlinked.clear()
             peer.status.succeeded()
             self.membership.link_up(peer.member.id)
             link.log.info("peer_connected", peer_name=peer.member.name)
             link.heartbeat = self._heartbeat_frame
             link.send_nowait(self._members())  # anti-entropy: what we know, at link start
-            end = await link.serve(lambda message: self._on_peer_message(peer, link, message))
+            end = await link.serve(lambda message: self._on_message(peer, session, message))
         finally:
-            if peer.link is link:
+            session.end(end.detail if end else "link closed")
+            if peer.session is session:
                 self._link_ended(peer, link, end)
             await link.close()
 
     def _link_ended(self, peer: Peer, link: Link, end: LinkEnd | None) -> None:
-        peer.link = None
+        peer.session = None
         peer.unlinked.set()
-        reason = end.detail if end else "link closed"
-        self._fail_pending(peer, reason)
-        for task in peer.serving:
-            task.cancel()
         if self.peers.get(peer.member.id) is not peer:
             return
+        reason = end.detail if end else "link closed"
         peer.status.set("retrying", reason)
         link.log.info("peer_link_down", reason=end.reason if end else "closed", detail=reason)
         if end is not None and end.reason == "leave":
@@ -303,6 +310,22 @@ class Mesh:
         else:
             changes = self.membership.link_down(peer.member.id)
         self._on_changes(changes)
+
+    def _on_message(self, peer: Peer, session: Session, message: Message) -> None:
+        if isinstance(message, Request):
+            if len(session.serving) >= self.tuning.max_inflight:
+                error = f"{len(session.serving)} requests already in flight here"
+                session.link.send_nowait(Response(message.id, error=error))
+                return
+            task = self._spawn(self._answer(peer, session.link, message))
+            session.serving.add(task)
+            task.add_done_callback(session.serving.discard)
+        elif isinstance(message, Response):
+            future = session.pending.pop(message.id, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        else:
+            self._on_sync(peer, session.link, message)
 
     # -- anti-entropy ----------------------------------------------------------
 
@@ -341,34 +364,14 @@ class Mesh:
 
     # -- requests --------------------------------------------------------------
 
-    def _on_peer_message(self, peer: Peer, link: Link, message: Message) -> None:
-        if isinstance(message, Request):
-            task = asyncio.create_task(self._answer(peer, link, message))
-            peer.serving.add(task)
-            task.add_done_callback(peer.serving.discard)
-            task.add_done_callback(log_crash)
-        elif isinstance(message, Response):
-            future = peer.pending.pop(message.id, None)
-            if future is not None and not future.done():
-                future.set_result(message)
-        else:
-            self._on_sync(peer, link, message)
-
     async def _answer(self, peer: Peer, link: Link, request: Request) -> None:
+        body, error = await self.handlers.answer(
+            request.method, request.body, peer.member, self.tuning.max_frame - RESPONSE_OVERHEAD
+        )
         try:
-            body = await self.handlers.call(request.method, request.body, peer.member)
-            response = Response(request.id, body=body)
-        except RequestFailed as exc:
-            response = Response(request.id, error=str(exc))
-        except Exception as exc:  # a service's handler bug must not take the link down
-            link.log.warning("handler_raised", method=request.method, error=repr(exc))
-            response = Response(request.id, error=f"handler raised {type(exc).__name__}: {exc}")
-        try:
-            data = encode_frame(response, self.tuning.max_frame)
-        except FrameTooLarge:
+            data = encode_frame(Response(request.id, body, error), self.tuning.max_frame)
+        except FrameTooLarge:  # never send an oversize frame: the peer would drop the link
             data = encode_frame(Response(request.id, error="result is over the frame cap"))
-        except TypeError as exc:  # the handler returned something that is not JSON
-            data = encode_frame(Response(request.id, error=f"result is not JSON: {exc}"))
         with contextlib.suppress(LinkDown):
             await link.send(data)
 
@@ -377,29 +380,29 @@ class Mesh:
         peer = self.peers.get(peer_id)
         if peer is None:
             raise RequestFailed("no such peer")
-        link = peer.link
+        session = peer.session
         state = peer.status.state
-        if link is None or state != "connected":
+        if session is None or state != "connected":
             raise PeerUnavailable(f"the link to {peer.member.name} is {state}", state=state)
-        if len(peer.pending) >= self.tuning.max_inflight:
-            raise TooManyInFlight(f"{len(peer.pending)} requests already in flight")
+        if len(session.pending) >= self.tuning.max_inflight:
+            raise TooManyInFlight(f"{len(session.pending)} requests already in flight")
         request_id = next(self._request_ids)
         try:
             data = encode_frame(Request(request_id, method, body), self.tuning.max_frame)
         except FrameTooLarge as exc:
             raise RequestTooLarge(str(exc)) from None
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        peer.pending[request_id] = future
+        session.pending[request_id] = future
         try:
             async with asyncio.timeout(timeout):
-                await link.send(data)
+                await session.link.send(data)
                 response = await future
         except TimeoutError:
             raise RequestTimedOut(f"no answer from {peer.member.name} within {timeout} s") from None
         except LinkDown as exc:
             raise RequestFailed(f"link died mid-request: {exc}") from None
         finally:
-            peer.pending.pop(request_id, None)
+            session.pending.pop(request_id, None)
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body

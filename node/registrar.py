@@ -58,12 +58,13 @@ class Registrar:
             for distributor in self.distributors:
                 group.create_task(self._keep_registered(distributor))
 
-    async def leave(self) -> None:
-        """Tell every connected distributor we are leaving (it sends member_left 'leave')."""
-        links = list(self._links.values())
-        for link in links:
+    def say_goodbye(self) -> None:
+        """Queue a leave to every connected distributor (it sends member_left 'leave').
+
+        The links close, flushing it, when run() is cancelled.
+        """
+        for link in self._links.values():
             link.send_nowait(Leave())
-        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
 
     async def _keep_registered(self, distributor: DistributorLink) -> None:
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
@@ -109,7 +110,7 @@ class Registrar:
         try:
             deadline = asyncio.get_running_loop().time() + self.tuning.handshake_timeout
             await link.handshake(hello, dialer=True)
-            assembler = SnapshotAssembler()
+            assembler = SnapshotAssembler(self.tuning.max_members)
             while True:
                 message = await link.receive(deadline)
                 if isinstance(message, Error):  # e.g. stale_incarnation, full

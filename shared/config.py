@@ -49,6 +49,8 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+MIN_FRAME = 4096  # a hello, a heartbeat and an error frame must always fit
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -184,6 +186,8 @@ class Tuning:
                 raise ConfigError(f"{key}={text!r} must be a positive number")
             values[name] = value
         tuning = cls(**values)
+        if tuning.max_frame < MIN_FRAME:
+            raise ConfigError(f"MESH_MAX_FRAME must be at least {MIN_FRAME} bytes")
         if tuning.heartbeat_timeout < 2 * tuning.heartbeat_interval:
             raise ConfigError(
                 f"MESH_HEARTBEAT_TIMEOUT ({tuning.heartbeat_timeout}) must be at least twice "

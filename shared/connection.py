@@ -15,12 +15,13 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
-from shared.config import Tuning
+from shared.config import Tuning, join_address
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import (
     MIN_PROTOCOL_VERSION,
@@ -39,6 +40,7 @@ from shared.wire import (
 log = structlog.get_logger()
 
 READ_CHUNK = 64 * 1024
+CLOSE_GRACE = 0.5  # seconds to flush a closing link; shutdown must fit in 2 s
 
 
 class LoopLag:
@@ -70,6 +72,7 @@ class LinkEnd:
 
     reason: str
     detail: str
+    code: str | None = None  # the error frame's code, when the peer refused us with one
 
 
 class LinkDown(Exception):
@@ -82,7 +85,7 @@ class LinkDown(Exception):
 
 def refused(error: Error) -> LinkDown:
     """The peer's error frame as the end of our link."""
-    return LinkDown(LinkEnd("protocol", f"refused: {error.code}: {error.message}"))
+    return LinkDown(LinkEnd("protocol", f"refused: {error.code}: {error.message}", error.code))
 
 
 def auth_proof(secret: bytes, sender: Hello, receiver: Hello) -> str:
@@ -94,8 +97,7 @@ def auth_proof(secret: bytes, sender: Hello, receiver: Hello) -> str:
 def peer_label(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        host = peer[0]
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        return join_address(str(peer[0]), int(peer[1]))
     return "?"
 
 
@@ -265,11 +267,16 @@ class Link:
                 await beats
 
     async def close(self) -> None:
-        """Close the stream; safe to call twice and under cancellation."""
+        """Close the stream after flushing what is queued (a goodbye, say); safe to call twice.
+
+        A peer that does not read gets a short grace, then the socket is aborted.
+        """
         self.writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
                 await self.writer.wait_closed()
+        except (OSError, TimeoutError):
+            self.abort()
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -280,7 +287,7 @@ async def open_link(host: str, port: int, tuning: Tuning, lag: LoopLag) -> Link:
     try:
         async with asyncio.timeout(tuning.handshake_timeout):
             reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a name IDNA refuses
         raise LinkDown(LinkEnd("closed", describe_error(exc))) from None
     return Link(reader, writer, tuning, lag)
 
@@ -296,23 +303,67 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class HandshakeGate:
-    """Caps the connections still in their handshake (MESH_MAX_CONNECTIONS)."""
+class Listener:
+    """A TCP listener that owns its connections (httpcore's rule: cleanup safe under cancel).
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
+    Each connection goes through the handshake, at most MESH_MAX_CONNECTIONS at a time
+    (beyond that it gets a `full` error frame), then `serve(link, hello)` runs it; the link
+    is closed when that returns. stop() cancels and awaits every connection.
+    """
 
-    async def admit(self, link: Link, mine: Hello) -> Hello | None:
-        """The peer's hello, or None (logged) when the link is refused or fails its handshake."""
-        if self.active >= self.limit:
-            link.log.warning("connection_refused", why="too many connections in the handshake")
-            return None
-        self.active += 1
+    def __init__(
+        self,
+        tuning: Tuning,
+        lag: LoopLag,
+        hello: Callable[[], Hello],
+        serve: Callable[[Link, Hello], Awaitable[None]],
+    ) -> None:
+        self.tuning = tuning
+        self.lag = lag
+        self._hello = hello
+        self._serve = serve
+        self._handshaking = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port."""
+        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_CHUNK)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        link = Link(reader, writer, self.tuning, self.lag)
         try:
-            return await link.handshake(mine, dialer=False)
+            hello = await self._admit(link)
+            if hello is not None:
+                await self._serve(link, hello)
+        except asyncio.CancelledError:
+            pass  # stop() ends us; asyncio's server would print a cancelled handler as an error
+        finally:
+            self._tasks.discard(task)
+            await link.close()
+
+    async def _admit(self, link: Link) -> Hello | None:
+        """The peer's hello, or None (logged) when the link is refused or fails its handshake."""
+        if self._handshaking >= self.tuning.max_connections:
+            link.log.warning("connection_refused", why="too many connections in the handshake")
+            link.send_nowait(Error("full", "too many connections in the handshake"))
+            return None
+        self._handshaking += 1
+        try:
+            return await link.handshake(self._hello(), dialer=False)
         except LinkDown as exc:
             link.log.info("handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
             return None
         finally:
-            self.active -= 1
+            self._handshaking -= 1

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import orjson
 
-from shared.wire import Member, Snapshot, encode
+from shared.wire import Member, ProtocolError, Snapshot, encode
 
 _MEMBER_OVERHEAD = 8  # separators and slack per member in the JSON list
 
@@ -29,13 +29,16 @@ def split_snapshot(snapshot: Snapshot, max_frame: int) -> list[Snapshot]:
 
 
 class SnapshotAssembler:
-    """Collects snapshot parts until the last one arrives."""
+    """Collects snapshot parts until the last one arrives, up to `limit` members."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._members: list[Member] = []
 
     def add(self, part: Snapshot) -> Snapshot | None:
         self._members.extend(part.members)
+        if len(self._members) > self.limit:
+            raise ProtocolError(f"a snapshot of more than {self.limit} members")
         if not part.last:
             return None
         whole = replace(part, members=tuple(self._members), last=True)

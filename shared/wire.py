@@ -91,6 +91,10 @@ def parse_address(text: str) -> tuple[str, int]:
         raise ValueError(f"{text!r} is not HOST:PORT (bracket an IPv6 host: [::1]:9010)")
     if not sep or not host or not is_port(port):
         raise ValueError(f"{text!r} is not HOST:PORT")
+    try:
+        host.encode("idna")  # what the resolver will need: labels of 1..63 characters
+    except UnicodeError:
+        raise ValueError(f"{text!r} has a host name no resolver accepts") from None
     return host, int(port)
 
 
@@ -274,16 +278,15 @@ class MemberLeft(Message):
     TYPE: ClassVar[str] = "member_left"
     version: int
     member: Member
-    reason: str = "closed"  # one of LEAVE_REASONS
+    reason: str = "closed"  # one of LEAVE_REASONS (or a newer distributor's)
 
     def fields(self) -> dict[str, Any]:
         return {"version": self.version, "member": self.member.to_dict(), "reason": self.reason}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> MemberLeft:
+        # a newer distributor may add reasons: kept as text, like an error code
         reason = _text(obj, "reason", 32)
-        if reason not in LEAVE_REASONS:
-            raise ProtocolError(f"unknown leave reason {reason!r}")
         return cls(
             version=_count(obj, "version"),
             member=Member.from_dict(obj.get("member")),

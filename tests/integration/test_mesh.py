@@ -149,7 +149,20 @@ def test_sigterm_is_a_clean_leave(make_cluster, record_figure):
         if line.get("event") == "member_left" and line.get("member") == "n3"
     ]
     assert reasons == ["leave"]
+    joins = [
+        line
+        for line in distributor.logs()
+        if line.get("event") == "member_joined" and line.get("member") == "n3"
+    ]
+    assert len(joins) == 1, "the leaver registered again while it was leaving"
     assert connected_peer_ids(nodes[0]) == {ids["n2"]}
+    # everyone else stops too; every line any of them wrote is one JSON object
+    for proc in [*nodes[:2], distributor]:
+        proc.signal(signal.SIGTERM)
+        assert proc.popen is not None and proc.popen.wait(timeout=10) == 0
+    for proc in [*nodes, distributor]:
+        text = proc.log_path.read_text()
+        assert len(proc.logs()) == len(text.splitlines()), f"{proc.name} wrote non-JSON lines"
 
 
 def test_a_node_restart_replaces_its_old_self(make_cluster):

@@ -35,7 +35,7 @@ def test_echo_and_ping_between_nodes(trio):
 
 
 def test_request_errors(trio):
-    cluster, (a, _b, c), ids = trio
+    cluster, (a, b, c), ids = trio
     assert request(a, raw=b"{nope")[0] == 400
     assert request(a, [1, 2])[0] == 400
     assert request(a, {"method": "echo"})[0] == 400
@@ -44,9 +44,12 @@ def test_request_errors(trio):
     assert request(a, {"to": "nobody", "method": "echo"})[0] == 404
     code, doc = request(a, {"to": "b", "method": "no-such-method"})
     assert code == 502 and "unknown method" in doc["error"]
+    code, doc = request(a, {"to": "b", "method": "m" * 200})
+    assert code == 400 and "method" in doc["error"]
     big = "x" * (1024 * 1024 + 10)
     assert request(a, {"to": "b", "method": "echo", "body": big})[0] == 413
 
+    assert full_mesh([a, b, c]) == ids  # none of that disturbed a link
     twin = cluster.node("b")  # a second member named b
     wait_for(
         "a knows the twin", lambda: len([m for m in status(a)["members"] if m["name"] == "b"]) == 2

@@ -95,3 +95,33 @@ def test_add_accepts_method_names_up_to_the_limit(method: str) -> None:
     handlers = Handlers()
     handlers.add(method, handler)
     assert method in handlers
+
+
+async def test_answer_maps_every_handler_failure_to_a_short_error() -> None:
+    from node.handlers import Handlers
+    from shared.wire import MAX_TEXT, Member
+
+    caller = Member("id", "caller", "h:1")
+
+    async def long_error(body, caller):
+        raise ValueError("x" * 5000)
+
+    async def not_json(body, caller):
+        return {1, 2}
+
+    async def big(body, caller):
+        return "y" * 2000
+
+    handlers = Handlers()
+    handlers.add("long_error", long_error)
+    handlers.add("not_json", not_json)
+    handlers.add("big", big)
+    result, error = await handlers.answer("long_error", None, caller, 1000)
+    assert result is None and error.startswith("handler raised ValueError")
+    assert len(error) <= MAX_TEXT
+    assert (await handlers.answer("not_json", None, caller, 1000))[1].startswith(
+        "result is not JSON"
+    )
+    assert "over the frame cap" in (await handlers.answer("big", None, caller, 1000))[1]
+    assert (await handlers.answer("big", None, caller, 4000)) == ("y" * 2000, None)
+    assert "unknown method" in (await handlers.answer("nope", None, caller, 1000))[1]

@@ -33,7 +33,7 @@ def test_parts_fit_under_the_cap_and_rebuild_the_list(
         assert part.version == snapshot.version
         assert part.members  # no empty parts
     assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True]
-    assembler = SnapshotAssembler()
+    assembler = SnapshotAssembler(10000)
     results = [assembler.add(p) for p in parts]
     assert results[:-1] == [None] * (len(parts) - 1)
     assert results[-1] == snapshot
@@ -44,7 +44,7 @@ def test_parts_survive_the_wire() -> None:
     max_frame = 2048
     decoder = FrameDecoder(max_frame)
     decoder.feed(b"".join(encode_frame(p, max_frame) for p in split_snapshot(snapshot, max_frame)))
-    assembler = SnapshotAssembler()
+    assembler = SnapshotAssembler(10000)
     whole = None
     while (message := decoder.next_message()) is not None:
         assert isinstance(message, Snapshot)
@@ -71,14 +71,23 @@ def test_empty_snapshot_is_one_part() -> None:
     snapshot = Snapshot("e", 0, ())
     parts = split_snapshot(snapshot, 1024)
     assert parts == [Snapshot("e", 0, (), last=True)]
-    assert SnapshotAssembler().add(parts[0]) == snapshot
+    assert SnapshotAssembler(10000).add(parts[0]) == snapshot
 
 
 def test_assembler_starts_over_after_the_last_part() -> None:
     first = Snapshot("e", 1, members(300))
     second = Snapshot("e", 2, members(3))
-    assembler = SnapshotAssembler()
+    assembler = SnapshotAssembler(10000)
     for part in split_snapshot(first, 1024):
         result = assembler.add(part)
     assert result == first
     assert assembler.add(second) == second  # nothing left over from the first
+
+
+def test_assembler_refuses_more_members_than_its_limit() -> None:
+    from shared.wire import Member, ProtocolError, Snapshot
+
+    members = tuple(Member(f"id-{i}", "n", "h:1") for i in range(3))
+    assembler = SnapshotAssembler(2)
+    with pytest.raises(ProtocolError):
+        assembler.add(Snapshot("e", 1, members, last=False))

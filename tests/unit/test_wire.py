@@ -333,7 +333,6 @@ def test_member_must_be_an_object(bad: Any) -> None:
         {"type": "member_joined", "version": "2", "member": member_dict()},
         {"type": "member_joined", "version": 2, "member": member_dict(incarnation=-3)},
         {"type": "member_left", "version": 2, "member": member_dict()},  # no reason
-        {"type": "member_left", "version": 2, "member": member_dict(), "reason": "bored"},
         {"type": "member_left", "version": 2, "member": member_dict(), "reason": 1},
         {"type": "member_left", "version": False, "member": member_dict(), "reason": "leave"},
         {"type": "request", "method": "echo"},
@@ -394,3 +393,14 @@ def test_versions_do_not_overlap() -> None:
     assert not versions_overlap(make_hello(PROTOCOL_VERSION + 5, PROTOCOL_VERSION + 1))
     # an older peer entirely below our oldest
     assert not versions_overlap(make_hello(MIN_PROTOCOL_VERSION - 1, 0))
+
+
+def test_a_newer_leave_reason_is_kept_as_text() -> None:
+    # a newer distributor may add reasons; an older node must not drop its link over one
+    message = dec({"type": "member_left", "version": 2, "member": member_dict(), "reason": "moved"})
+    assert isinstance(message, MemberLeft) and message.reason == "moved"
+
+
+def test_an_address_no_resolver_accepts_is_refused() -> None:
+    with pytest.raises(ProtocolError):
+        dec(hello_dict(address="a" * 64 + ".example:9000"))
