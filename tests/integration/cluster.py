@@ -114,6 +114,17 @@ class Proc:
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def wait_healthy(self) -> None:
+        """Until /healthz answers; fails at once, with its output, if the process exited."""
+
+        def healthy() -> bool:
+            if not self.running():
+                output = self.log_path.read_text(errors="replace")[-2000:]
+                raise AssertionError(f"{self.name} exited early:\n{output}")
+            return http("GET", self.http_port, "/healthz")[0] == 200
+
+        wait_for(f"{self.name} /healthz", healthy)
+
     def get(self, path: str) -> Any:
         code, doc = http("GET", self.http_port, path)
         assert code == 200, (code, doc)
@@ -171,7 +182,7 @@ class Cluster:
         proc = self._proc(
             "distributor", ["-m", "distributor"], flags, self.distributor_port, http_port, env
         ).start()
-        wait_for("distributor /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)
+        proc.wait_healthy()
         return proc
 
     def node(
@@ -198,7 +209,7 @@ class Cluster:
             flags += ["--distributor", f"127.0.0.1:{self.distributor_port}"]
         proc = self._proc(name, list(program), flags, port, http_port, env).start()
         if wait:
-            wait_for(f"{name} /healthz", lambda: http("GET", http_port, "/healthz")[0] == 200)
+            proc.wait_healthy()
         return proc
 
     def stop(self) -> None:
