@@ -15,8 +15,7 @@ from distributor.server import DistributorServer
 from shared import log as mesh_log
 from shared.config import join_address
 from shared.connection import LoopLag
-from shared.http import start_http
-from shared.program import listen_or_fail, run_program
+from shared.program import listen_or_fail, run_program, start_api
 
 log = structlog.get_logger()
 
@@ -36,14 +35,9 @@ async def serve(
         "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
     )
     try:
-        address = join_address(config.http_host, config.http_port)
-        runner = await listen_or_fail(
-            "HTTP",
-            start_http(make_app(registry), config.http_host, config.http_port, config.http_token),
-            address,
-        )
+        runner = await start_api(make_app(registry), config)
         try:
-            log.info("distributor_ready", address=server.address, http=address)
+            log.info("distributor_ready", address=server.address, http_port=config.http_port)
             await stop.wait()
             log.info("distributor_stopping")
         finally:

@@ -9,14 +9,10 @@ import orjson
 from aiohttp import web
 
 from node.app import Node
-from node.handlers import RequestFailed
+from node.handlers import BadRequest, RequestFailed
 from shared.http import json_response
 
 MAX_TIMEOUT = 300.0
-
-
-class BadRequest(Exception):
-    pass
 
 
 def parse_request(raw: bytes, default_timeout: float) -> tuple[str, str, Any, float]:
@@ -58,11 +54,8 @@ def make_app(node: Node) -> web.Application:
             return json_response({"error": f"body is over the frame cap ({max_frame})"}, 413)
         try:
             to, method, body, timeout = parse_request(raw, node.config.tuning.request_timeout)
-        except BadRequest as exc:
-            return json_response({"error": str(exc)}, 400)
-        try:
             result = await node.request(to, method, body, timeout)
-        except RequestFailed as exc:
+        except RequestFailed as exc:  # BadRequest included: every failure carries its status
             return json_response({"error": str(exc), **exc.extra}, exc.status)
         return json_response(result)
 

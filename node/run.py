@@ -23,8 +23,7 @@ from node.http import make_app
 from shared import log as mesh_log
 from shared.config import join_address
 from shared.connection import LoopLag
-from shared.http import start_http
-from shared.program import listen_or_fail, run_program
+from shared.program import listen_or_fail, run_program, start_api
 
 
 def parse(argv: list[str]) -> node_config.NodeConfig:
@@ -43,12 +42,7 @@ async def serve(
     if setup is not None:
         setup(node)
     await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
-    address = join_address(config.http_host, config.http_port)
-    runner = await listen_or_fail(
-        "HTTP",
-        start_http(make_app(node), config.http_host, config.http_port, config.http_token),
-        address,
-    )
+    runner = await start_api(make_app(node), config)
     try:
         await node.run(stop)
     finally:

@@ -11,9 +11,11 @@ from typing import TypeVar
 
 import structlog
 import uvloop
+from aiohttp import web
 
-from shared.config import ConfigError, fail
+from shared.config import ConfigError, ServerConfig, fail, join_address
 from shared.connection import LoopLag
+from shared.http import start_http
 
 log = structlog.get_logger()
 ConfigT = TypeVar("ConfigT")
@@ -51,6 +53,15 @@ async def _main(
         lag_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lag_task
+
+
+async def start_api(app: web.Application, config: ServerConfig) -> web.AppRunner:
+    """The HTTP API on --http-host/--http-port, with the token if one is set."""
+    return await listen_or_fail(
+        "HTTP",
+        start_http(app, config.http_host, config.http_port, config.http_token),
+        join_address(config.http_host, config.http_port),
+    )
 
 
 async def listen_or_fail(what: str, start: Awaitable[T], address: str) -> T:

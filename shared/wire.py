@@ -185,10 +185,7 @@ class Hello(Message):
         return {
             "version": self.version,
             "min_version": self.min_version,
-            "id": self.id,
-            "name": self.name,
-            "address": self.address,
-            "incarnation": self.incarnation,
+            **self.member.to_dict(),
             "nonce": self.nonce,
         }
 
