@@ -194,11 +194,9 @@ class Hello(Message):
         version, min_version = _count(obj, "version"), _count(obj, "min_version")
         if min_version > version:
             raise ProtocolError("min_version is above version")
+        member = Member.from_dict(obj)  # a hello carries the sender's member record
         return cls(
-            id=_text(obj, "id", MAX_ID),
-            name=_text(obj, "name", MAX_NAME),
-            address=_address(obj, "address"),
-            incarnation=_count(obj, "incarnation"),
+            **member.to_dict(),
             version=version,
             min_version=min_version,
             nonce=_text(obj, "nonce", MAX_NONCE, empty=True) if "nonce" in obj else "",
