@@ -239,6 +239,16 @@ class Mesh:
                 return f"{name}: distributors[0].state is 'connected'"
         return None
 
+    def full_mesh(self, nodes: list[Replica], ids: dict[str, str]) -> bool:
+        """True when these nodes, and only they, form a full mesh (`mesh_problem`) and the
+        distributor lists exactly them; else raises NotYet with what is missing. With the
+        survivors of a crash, freeze or partition, it says the lost node was dropped."""
+        if problem := self.mesh_problem(nodes, ids):
+            raise NotYet(problem)
+        if (listed := self.member_ids()) != set(ids.values()):
+            raise NotYet(f"the distributor lists {listed}, expected {set(ids.values())}")
+        return True
+
     def wait_for_full_mesh(self, count: int, timeout: float = DEADLINE) -> dict[str, str]:
         """Waits until `count` nodes run, each connected to the distributor and to all the
         others, and the distributor lists exactly them. Returns container name -> node id."""
@@ -247,16 +257,10 @@ class Mesh:
             lambda: len(n := self.nodes()) == count and n, f"{count} node containers run", timeout
         )
         ids = self.node_ids(nodes)
-
-        def meshed() -> bool:
-            if problem := self.mesh_problem(nodes, ids):
-                raise NotYet(problem)
-            if (listed := self.member_ids()) != set(ids.values()):
-                raise NotYet(f"the distributor lists {listed}, expected {set(ids.values())}")
-            return True
-
         self.wait_until(
-            meshed, f"{count} nodes form a full mesh, listed by the distributor", timeout
+            lambda: self.full_mesh(nodes, ids),
+            f"{count} nodes form a full mesh, listed by the distributor",
+            timeout,
         )
         self.figure(f"full mesh of {count} nodes reached after", time.monotonic() - t0)
         return ids
