@@ -17,7 +17,7 @@ import time
 import uuid
 
 import pytest
-from e2e_harness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, LOG_DIR, ROOT, Mesh
+from e2e_harness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, ROOT, Mesh
 
 
 def _unavailable(why: str) -> None:
@@ -63,7 +63,7 @@ def docker_client():
 
 
 @pytest.fixture(scope="module")
-def mesh(docker_client, record_figure, request):
+def mesh(docker_client, record_figure):
     """Builds the image (cached when nothing changed), starts a distributor and 5 nodes
     under a unique project name, waits for the full mesh, and tears it all down after."""
     from testcontainers.compose import DockerCompose
@@ -84,24 +84,21 @@ def mesh(docker_client, record_figure, request):
         "MESH_RESTART": "unless-stopped",
     }
     compose = DockerCompose(ROOT, build=True, pull=False, wait=True)
-    failed_before = request.session.testsfailed
     with pytest.MonkeyPatch.context() as env_patch:
         for key, value in env.items():
             env_patch.setenv(key, value)
-        t0 = time.monotonic()
         mesh = Mesh(compose, project, docker_client, record_figure)
+        t0 = time.monotonic()
         try:
-            with compose:
-                record_figure("compose up --build --wait (5 nodes)", time.monotonic() - t0)
-                try:
-                    yield mesh
-                finally:
-                    log = LOG_DIR / f"{project}.log"
-                    mesh.dump_logs(log)
-                    if request.session.testsfailed > failed_before:
-                        print(f"\ncontainer logs of the failed e2e run: {log}")
+            compose.start()  # up --build --wait: every container healthy
+            record_figure("compose up --build --wait (5 nodes)", time.monotonic() - t0)
+            yield mesh
         finally:
-            _remove_leftovers(docker_client, project)
+            mesh.dump_logs()  # before `down`, so a failed start leaves its logs too
+            try:
+                compose.stop()  # down --volumes: containers and the network
+            finally:
+                _remove_leftovers(docker_client, project)
 
 
 def _remove_leftovers(client, project: str) -> None:

@@ -97,6 +97,7 @@ class Mesh:
         self.figure = record_figure
         self._replicas: dict[str, Replica] = {}
         self.notes: dict[str, Any] = {}  # what one test leaves for a later one
+        self.log_path = LOG_DIR / f"{project}.log"  # written at teardown
 
     # --- containers ----------------------------------------------------------------------
 
@@ -183,7 +184,7 @@ class Mesh:
         last: Any = None
         while True:
             if invariant is not None and (problem := invariant()):
-                pytest.fail(f"while waiting until {what}: {problem}")
+                pytest.fail(f"while waiting until {what}: {problem}{self._see_logs()}")
             try:
                 last = condition()
             except (NotYet, OSError, ValueError, LookupError, KeyError, TypeError) as exc:
@@ -192,7 +193,9 @@ class Mesh:
                 return last
             if time.monotonic() >= end:
                 seen = str(last) if isinstance(last, NotYet) else _short(last)
-                pytest.fail(f"not within {timeout:.0f} s: {what}; last seen: {seen}")
+                pytest.fail(
+                    f"not within {timeout:.0f} s: {what}; last seen: {seen}{self._see_logs()}"
+                )
             time.sleep(SAMPLE_EVERY)
 
     def hold(self, duration: float, invariant: Callable[[], str | None], what: str) -> int:
@@ -202,7 +205,7 @@ class Mesh:
         samples = 0
         while time.monotonic() < end:
             if problem := invariant():
-                pytest.fail(f"{what} broke after {samples} samples: {problem}")
+                pytest.fail(f"{what} broke after {samples} samples: {problem}{self._see_logs()}")
             samples += 1
             time.sleep(SAMPLE_EVERY)
         return samples
@@ -265,12 +268,15 @@ class Mesh:
         self.figure(f"full mesh of {count} nodes reached after", time.monotonic() - t0)
         return ids
 
-    def dump_logs(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _see_logs(self) -> str:
+        return f" (the containers' logs: {self.log_path.relative_to(ROOT)})"
+
+    def dump_logs(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            path.write_text(self.run("logs", "--no-color", "--timestamps", timeout=60))
+            self.log_path.write_text(self.run("logs", "--no-color", "--timestamps", timeout=60))
         except (AssertionError, OSError, subprocess.SubprocessError) as exc:
-            path.write_text(f"could not read the logs: {exc}\n")
+            self.log_path.write_text(f"could not read the logs: {exc}\n")
 
 
 def _short(value: Any, limit: int = 400) -> str:
