@@ -27,9 +27,9 @@ from node.handlers import (
 )
 from node.membership import Changes, Membership
 from node.mesh import Mesh
-from node.registrar import DistributorLink, Registrar
+from node.registrar import Registrar
 from shared.config import join_address, split_address
-from shared.connection import LoopLag
+from shared.connection import Link, LoopLag
 from shared.wire import MAX_METHOD, Hello, Member
 
 log = structlog.get_logger()
@@ -64,10 +64,10 @@ class Node:
     def hello(self) -> Hello:
         return Hello(id=self.id, name=self.name, address=self.address, incarnation=self.incarnation)
 
-    async def _register(self, distributor: DistributorLink) -> Hello:
-        """A registration attempt: a new incarnation, and the address worked out again."""
+    async def _register(self, link: Link) -> Hello:
+        """A registration attempt on a fresh connection: a new incarnation, the address anew."""
         self.membership.incarnation += 1
-        host = await advertise_host(self.config, distributor.address)
+        host = await advertise_host(self.config, local=link.local_host)
         self.address = join_address(host, self.port)
         return self.hello()
 
@@ -82,7 +82,7 @@ class Node:
         self.port = await self.mesh.start(self.config.host, self.config.port)
         targets = (*self.config.distributors, *self.config.seeds)
         first = targets[0] if targets else None
-        self.address = join_address(await advertise_host(self.config, first), self.port)
+        self.address = join_address(await advertise_host(self.config, toward=first), self.port)
         self.log.info("node_listening", address=self.address, peers_port=self.port)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -178,11 +178,17 @@ class Node:
         }
 
 
-async def advertise_host(config: NodeConfig, toward: str | None) -> str:
+async def advertise_host(
+    config: NodeConfig, toward: str | None = None, local: str | None = None
+) -> str:
     """The address other nodes dial (DESIGN.md, --advertise-host), worked out now.
 
-    A listener bound to one specific address is reachable only there, so that
-    address comes right after an explicit --advertise-host.
+    In order: --advertise-host; --host when it is one specific address (a listener
+    bound there is reachable only there); the hostname's address if not loopback
+    (a container's address on its network); `local`, the local address of a
+    connection just made to a distributor, else the route toward `toward`;
+    127.0.0.1. A cut-off container's hostname does not resolve, so a registration
+    made as it comes back relies on its live connection's own address.
     """
     if config.advertise_host:
         return config.advertise_host
@@ -196,7 +202,7 @@ async def advertise_host(config: NodeConfig, toward: str | None) -> str:
             host = str(info[4][0])
             if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
                 return host
-    if toward is not None:
+    if local is None and toward is not None:
         with contextlib.suppress(OSError, TimeoutError, ValueError):
             host, port = split_address(toward)
             async with asyncio.timeout(2.0):
@@ -204,5 +210,5 @@ async def advertise_host(config: NodeConfig, toward: str | None) -> str:
             family, _, _, _, sockaddr = infos[0]
             with socket.socket(family, socket.SOCK_DGRAM) as probe:
                 probe.connect(sockaddr)  # UDP connect sends nothing; it picks the route
-                return str(probe.getsockname()[0])
-    return "127.0.0.1"
+                local = str(probe.getsockname()[0])
+    return local or "127.0.0.1"

@@ -244,6 +244,8 @@ class Mesh:
         link = await open_link(host, port, self.tuning, self.lag)
         try:
             hello = await link.handshake(self._hello(), dialer=True)
+            if hello.id == self.self_id:
+                raise LinkDown(LinkEnd("protocol", f"{address} is this node itself"))
             if member is not None and hello.id != member.id:
                 raise LinkDown(LinkEnd("protocol", f"{address} is now {hello.name}"))
         except BaseException:
@@ -255,7 +257,9 @@ class Mesh:
     async def _serve_incoming(self, link: Link, hello: Hello) -> None:
         """A link someone dialled to us, past its handshake (the listener closes it)."""
         member = hello.member
-        if self.membership.is_covered(member) or hello.id == self.self_id:
+        if hello.id == self.self_id:
+            return  # we dialled ourselves (a seed list naming us, say): the dialler gives up
+        if self.membership.is_covered(member):
             link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
             link.log.info("peer_refused", why="stale incarnation")
             return

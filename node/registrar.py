@@ -42,7 +42,7 @@ class Registrar:
         membership: Membership,
         tuning: Tuning,
         lag: LoopLag,
-        hello: Callable[[DistributorLink], Awaitable[Hello]],
+        hello: Callable[[Link], Awaitable[Hello]],
         on_changes: Callable[[Changes], None],
     ) -> None:
         self.distributors = [DistributorLink(address) for address in addresses]
@@ -73,7 +73,7 @@ class Registrar:
         while True:
             distributor.status.set("connecting")
             try:
-                link, snapshot = await self._register(host, port, distributor)
+                link, snapshot = await self._register(host, port)
             except LinkDown as exc:
                 distributor.status.failed("disconnected", exc.end.detail)
                 delay = backoff.next_delay()
@@ -101,15 +101,12 @@ class Registrar:
             if end.reason != "leave":  # a distributor that said goodbye is retried at once
                 await asyncio.sleep(backoff.next_delay())
 
-    async def _register(
-        self, host: str, port: int, distributor: DistributorLink
-    ) -> tuple[Link, Snapshot]:
+    async def _register(self, host: str, port: int) -> tuple[Link, Snapshot]:
         """Dial, say hello, and wait for the whole snapshot within the handshake timeout."""
-        hello = await self._hello(distributor)
         link = await open_link(host, port, self.tuning, self.lag)
         try:
             deadline = asyncio.get_running_loop().time() + self.tuning.handshake_timeout
-            await link.handshake(hello, dialer=True)
+            await link.handshake(await self._hello(link), dialer=True)
             assembler = SnapshotAssembler(self.tuning.max_members)
             while True:
                 message = await link.receive(deadline)

@@ -129,6 +129,12 @@ class Link:
         self._write_limit = 4 * tuning.max_frame + 64 * 1024
         self._unknown_types: set[str] = set()
 
+    @property
+    def local_host(self) -> str | None:
+        """Our own address on this connection (the route the peer sees us by)."""
+        sockname = self.writer.get_extra_info("sockname")
+        return str(sockname[0]) if isinstance(sockname, tuple) else None
+
     # -- writing -------------------------------------------------------------
 
     def send_nowait(self, data: Message | bytes) -> None:

@@ -59,3 +59,19 @@ def test_a_seed_that_is_not_up_yet_is_retried(make_cluster):
     # the seed comes up on the port early is dialling
     late = cluster.node("late", NO_DISTRIBUTOR, distributor=False, port=late_port)
     wait_for("the two meet", lambda: full_mesh([early, late]))
+
+
+def test_a_seed_that_is_the_node_itself_is_not_a_peer(make_cluster):
+    cluster = make_cluster()
+    port = free_port()
+    env = {**NO_DISTRIBUTOR, "MESH_SEEDS": f"127.0.0.1:{port}"}
+    lonely = cluster.node("lonely", env, distributor=False, port=port)
+    wait_for(
+        "it notices the seed is itself",
+        lambda: any("itself" in line.get("error", "") for line in lonely.logs()),
+    )
+    holds(
+        "no peer appears and it is not 'refuted' into new incarnations",
+        lambda: status(lonely)["peers"] == [] and status(lonely)["incarnation"] == 0,
+        seconds=1.5,
+    )
