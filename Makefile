@@ -16,8 +16,11 @@ help:
 setup:
 	bash scripts/setup.sh
 
+# Compose 2.26.1 (trixie's) can panic on Ctrl-C while it stops the containers
+# (docker/compose#11710), so they are stopped once more after it returns, however it ends.
 up: setup
-	docker compose up --build --scale node=$(NODES)
+	docker compose up --build --scale node=$(NODES); status=$$?; \
+	docker compose stop >/dev/null 2>&1; exit $$status
 
 down:
 	docker compose down --volumes --remove-orphans
