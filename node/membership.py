@@ -71,7 +71,8 @@ class Membership:
         self.incarnation = 0
         self.retry_window = retry_window
         self.known: dict[str, Known] = {}
-        self.tombstones: dict[str, Tombstone] = {}
+        self.tombstones: dict[str, Tombstone] = {}  # authoritative departures; they travel
+        self.local_tombstones: dict[str, Tombstone] = {}  # retry windows that ended; they don't
         self._sources: dict[str, _Source] = {}  # distributor address -> its view
 
     # -- queries -------------------------------------------------------------
@@ -171,8 +172,14 @@ class Membership:
                 changes += self._depart(
                     departure.id, departure.incarnation, made_at, linked_grace=True
                 )
-        learned = tuple(m for m in members.members if self._learn(m))
+        learned = tuple(
+            m for m in members.members if not self._covered_locally(m) and self._learn(m)
+        )
         return changes + Changes(added=learned)
+
+    def _covered_locally(self, member: Member) -> bool:
+        tomb = self.local_tombstones.get(member.id)
+        return tomb is not None and member.incarnation <= tomb.incarnation
 
     # -- time ----------------------------------------------------------------
 
@@ -187,9 +194,13 @@ class Membership:
             elif now - known.orphan_since >= self.retry_window:
                 del self.known[member_id]
                 removed.append(member_id)
-        for member_id, tomb in list(self.tombstones.items()):
-            if now - tomb.made_at >= self.retry_window:
-                del self.tombstones[member_id]
+                # local: not passed on (others may still reach it), but peers' lists
+                # cannot bring this incarnation back to us
+                self.local_tombstones[member_id] = Tombstone(known.member.incarnation, now)
+        for tombstones in (self.tombstones, self.local_tombstones):
+            for member_id, tomb in list(tombstones.items()):
+                if now - tomb.made_at >= self.retry_window:
+                    del tombstones[member_id]
         return Changes(removed=tuple(removed))
 
     # -- rules ---------------------------------------------------------------

@@ -473,3 +473,22 @@ def test_departure_of_a_newer_incarnation_is_a_new_tombstone() -> None:
     # one second after incarnation 2 left, its tombstone must still be there
     assert ms.is_covered(m(1, 2))
     assert ms.learn(m(1, 2)) == Changes()
+
+
+def test_a_member_forgotten_after_its_window_is_not_brought_back_by_a_peer() -> None:
+    from shared.wire import Members
+
+    ms = new()
+    ms.learn(m(1, 1))  # first-hand once, say from a seed's list; never linked, never listed
+    ms.expire(0.0)
+    assert ms.expire(30.0) == Changes(removed=("id-1",))
+    assert ms.departures(30.0) == ()  # a local tombstone does not travel
+    assert ms.merge(Members((m(1, 1),)), 31.0) == Changes()  # a peer's list cannot revive it
+    assert ms.get("id-1") is None
+    assert ms.merge(Members((m(1, 2),)), 32.0) == Changes(added=(m(1, 2),))  # a newer one can
+    ms2 = new()
+    ms2.learn(m(1, 1))
+    ms2.expire(0.0)
+    ms2.expire(30.0)
+    ms2.expire(60.0)  # the local tombstone ages out with the window
+    assert ms2.merge(Members((m(1, 1),)), 61.0) == Changes(added=(m(1, 1),))
