@@ -45,7 +45,7 @@ class Node:
         self.port = config.port  # the bound port once the listener is up
         self.address = join_address(config.advertise_host or "127.0.0.1", config.port)
         tuning = config.tuning
-        self.membership = Membership(self.id, tuning.peer_retry_window)
+        self.membership = Membership(self.id, tuning.peer_retry_window, tuning.max_members)
         self.handlers = builtin_handlers()
         self.mesh = Mesh(self.membership, self.handlers, tuning, lag, self.hello, self.apply)
         self.registrar = Registrar(

@@ -65,8 +65,9 @@ class _Source:
 
 
 class Membership:
-    def __init__(self, self_id: str, retry_window: float) -> None:
+    def __init__(self, self_id: str, retry_window: float, max_members: int = 10000) -> None:
         self.self_id = self_id
+        self.max_members = max_members  # a bound on what peers can make us hold
         # bumped before every registration and whenever we are declared gone
         self.incarnation = 0
         self.retry_window = retry_window
@@ -211,6 +212,8 @@ class Membership:
             return False
         known = self.known.get(member.id)
         if known is None:
+            if len(self.known) >= self.max_members:
+                return False
             self.known[member.id] = Known(member)
             return True
         if member.incarnation <= known.member.incarnation:
@@ -225,7 +228,8 @@ class Membership:
         if member_id == self.self_id:
             return self.refute(incarnation)
         tomb = self.tombstones.get(member_id)
-        if tomb is None or tomb.incarnation < incarnation:
+        full = tomb is None and len(self.tombstones) >= self.max_members
+        if not full and (tomb is None or tomb.incarnation < incarnation):
             # a newer incarnation's departure is a new tombstone; hearing the same one
             # again does not refresh it
             self.tombstones[member_id] = Tombstone(incarnation, made_at)

@@ -34,6 +34,7 @@ from shared.backoff import Backoff
 from shared.config import ConfigError, Tuning, split_address
 from shared.connection import Link, LinkDown, LinkEnd, Listener, LoopLag, open_link
 from shared.framing import encode_frame
+from shared.snapshot import split_members
 from shared.wire import (
     Error,
     FrameTooLarge,
@@ -60,6 +61,8 @@ class Session:
     """One live link to a peer and what rides on it; it all ends with the link."""
 
     link: Link
+    # loop time the link came up
+    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
     pending: dict[int, asyncio.Future[Response]] = field(default_factory=dict)  # ours, out
     serving: set[asyncio.Task[None]] = field(default_factory=set)  # theirs, being answered
 
@@ -159,7 +162,7 @@ class Mesh:
                 )
             else:
                 peer.member = member
-            if self.self_id < member.id and peer.dialer is None:
+            if self.self_id < member.id and (peer.dialer is None or peer.dialer.done()):
                 peer.dialer = self._spawn(self._dial(peer))
         for member_id in changes.removed:
             peer = self.peers.pop(member_id, None)
@@ -175,15 +178,14 @@ class Mesh:
     async def _dial(self, peer: Peer) -> None:
         """Keep a link to a larger-id member up for as long as it is a member."""
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
-        while self.peers.get(peer.member.id) is peer:
+        while self.peers.get(peer.member.id) is peer and not self._stopping:
             await peer.unlinked.wait()  # a link it dialled to us (a seed's) may be up already
-            peer.status.set("connecting")
+            # 'connecting' until the first attempt; after a failure it stays 'retrying'
             try:
                 link, _ = await self._connect(peer.member)
             except LinkDown as exc:
                 peer.status.failed("retrying", exc.end.detail)
-                if exc.end.code == "stale_incarnation":
-                    self._refute()
+                self._refute_if_stale(exc.end)
                 log.debug(
                     "peer_dial_failed",
                     peer_name=peer.member.name,
@@ -193,12 +195,13 @@ class Mesh:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
-            await self._run_link(peer, link)
+            self._refute_if_stale(await self._run_link(peer, link))
             await asyncio.sleep(backoff.next_delay())
 
-    def _refute(self) -> None:
+    def _refute_if_stale(self, end: LinkEnd | None) -> None:
         """A peer holds a tombstone naming us (we were frozen, say): come back newer."""
-        self._on_changes(self.membership.refute(self.membership.incarnation))
+        if end is not None and end.code == "stale_incarnation":
+            self._on_changes(self.membership.refute(self.membership.incarnation))
 
     async def seed(self, address: str) -> None:
         """Dial a --seed (its id unknown) with backoff until some peer link is up.
@@ -208,7 +211,7 @@ class Mesh:
         """
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
         slog = log.bind(seed=address)
-        while True:
+        while not self._stopping:
             if any(p.status.state == "connected" for p in self.peers.values()):
                 backoff.reset()
                 await asyncio.sleep(self.tuning.heartbeat_interval)
@@ -216,8 +219,7 @@ class Mesh:
             try:
                 link, hello = await self._connect(None, address)
             except LinkDown as exc:
-                if exc.end.code == "stale_incarnation":
-                    self._refute()
+                self._refute_if_stale(exc.end)
                 delay = backoff.next_delay()
                 slog.info("seed_attempt_failed", error=exc.end.detail, retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
@@ -228,7 +230,7 @@ class Mesh:
             else:
                 slog.info("seed_reached", peer_name=peer.member.name)
                 backoff.reset()
-                await self._run_link(peer, link)
+                self._refute_if_stale(await self._run_link(peer, link))
             await asyncio.sleep(backoff.next_delay())
 
     async def _connect(
@@ -278,13 +280,16 @@ class Mesh:
         """A peer's hello is first-hand knowledge: learn it (or its newer incarnation)."""
         self._on_changes(self.membership.learn(hello.member))
 
-    async def _run_link(self, peer: Peer, link: Link) -> None:
-        """Serve one peer link until it ends, then close it; it replaces any earlier one."""
+    async def _run_link(self, peer: Peer, link: Link) -> LinkEnd | None:
+        """Serve one peer link until it ends, then close it; it replaces any earlier one.
+
+        Returns why it ended (None when it never started).
+        """
         session = Session(link)
         end: LinkEnd | None = None
         try:
             if self.peers.get(peer.member.id) is not peer or self._stopping:
-                return
+                return None
             if peer.session is not None:
                 peer.session.link.abort()  # the pair keeps one link: the newer one
             peer.session = session
@@ -293,13 +298,14 @@ class Mesh:
             self.membership.link_up(peer.member.id)
             link.log.info("peer_connected", peer_name=peer.member.name)
             link.heartbeat = self._heartbeat_frame
-            link.send_nowait(self._members())  # anti-entropy: what we know, at link start
+            self._send_members(link)  # anti-entropy: what we know, at link start
             end = await link.serve(lambda message: self._on_message(peer, session, message))
         finally:
             session.end(end.detail if end else "link closed")
             if peer.session is session:
                 self._link_ended(peer, link, end)
             await link.close()
+        return end
 
     def _link_ended(self, peer: Peer, link: Link, end: LinkEnd | None) -> None:
         peer.session = None
@@ -329,14 +335,18 @@ class Mesh:
             if future is not None and not future.done():
                 future.set_result(message)
         else:
-            self._on_sync(peer, session.link, message)
+            self._on_sync(peer, session, message)
 
     # -- anti-entropy ----------------------------------------------------------
 
-    def _members(self) -> Members:
+    def _send_members(self, link: Link) -> None:
+        """Our first-hand members and tombstones, in frames under the cap."""
         me = self._hello().member
-        first_hand = (me, *self.membership.first_hand())
-        return Members(first_hand, self.membership.departures(time.monotonic()))
+        whole = Members(
+            (me, *self.membership.first_hand()), self.membership.departures(time.monotonic())
+        )
+        for part in split_members(whole, self.tuning.max_frame):
+            link.send_nowait(part)
 
     def _digest(self) -> str:
         """count:hash of the sorted id:incarnation pairs we would pass on, ourselves included."""
@@ -351,16 +361,22 @@ class Mesh:
     def _heartbeat_frame(self) -> bytes:
         return encode_frame(Heartbeat(self._digest()))
 
-    def _on_sync(self, peer: Peer, link: Link, message: Message) -> None:
+    def _members_window(self) -> float:
+        return self.tuning.heartbeat_timeout + self.lag.current
+
+    def _on_sync(self, peer: Peer, session: Session, message: Message) -> None:
+        link = session.link
         now = asyncio.get_running_loop().time()
         # at most once per few heartbeats either way: a quiet mesh costs O(1) per beat
         spacing = SYNC_SPACING_BEATS * self.tuning.heartbeat_interval
         if isinstance(message, Members):
-            self._on_changes(self.membership.merge(message, time.monotonic()))
+            # taken only at link start or when we asked: a peer cannot flood us with lists
+            if now - max(session.started, peer.last_sync_request) <= self._members_window():
+                self._on_changes(self.membership.merge(message, time.monotonic()))
         elif isinstance(message, SyncRequest):
             if now - peer.last_sync_answer >= self.tuning.heartbeat_interval:
                 peer.last_sync_answer = now
-                link.send_nowait(self._members())
+                self._send_members(link)
         elif isinstance(message, Heartbeat) and message.digest:
             if message.digest != self._digest() and now - peer.last_sync_request >= spacing:
                 peer.last_sync_request = now

@@ -21,7 +21,16 @@ from shared.backoff import Backoff
 from shared.config import Tuning, split_address
 from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link, refused
 from shared.snapshot import SnapshotAssembler
-from shared.wire import Error, Hello, Leave, MemberJoined, MemberLeft, Message, Snapshot
+from shared.wire import (
+    Error,
+    Hello,
+    Leave,
+    MemberJoined,
+    MemberLeft,
+    Message,
+    ProtocolError,
+    Snapshot,
+)
 
 log = structlog.get_logger()
 
@@ -105,8 +114,9 @@ class Registrar:
         """Dial, say hello, and wait for the whole snapshot within the handshake timeout."""
         link = await open_link(host, port, self.tuning, self.lag)
         try:
+            hello = await self._hello(link)
             deadline = asyncio.get_running_loop().time() + self.tuning.handshake_timeout
-            await link.handshake(await self._hello(link), dialer=True)
+            await link.handshake(hello, dialer=True)
             assembler = SnapshotAssembler(self.tuning.max_members)
             while True:
                 message = await link.receive(deadline)
@@ -117,6 +127,9 @@ class Registrar:
                 snapshot = assembler.add(message)
                 if snapshot is not None:
                     return link, snapshot
+        except ProtocolError as exc:  # e.g. a snapshot over our MESH_MAX_MEMBERS
+            await link.close()
+            raise LinkDown(LinkEnd("protocol", str(exc))) from None
         except BaseException:
             await link.close()
             raise

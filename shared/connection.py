@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import hmac
 import secrets
@@ -40,6 +39,7 @@ from shared.wire import (
 log = structlog.get_logger()
 
 READ_CHUNK = 64 * 1024
+NONCE_BYTES = 32  # per-link challenge
 CLOSE_GRACE = 0.5  # seconds to flush a closing link; shutdown must fit in 2 s
 
 
@@ -88,10 +88,18 @@ def refused(error: Error) -> LinkDown:
     return LinkDown(LinkEnd("protocol", f"refused: {error.code}: {error.message}", error.code))
 
 
-def auth_proof(secret: bytes, sender: Hello, receiver: Hello) -> str:
-    """HMAC of the sender's id and both nonces: fresh per link, useless if reflected."""
-    text = f"mesh-auth|{sender.id}|{sender.nonce}|{receiver.nonce}".encode()
-    return hmac.new(secret, text, hashlib.sha256).hexdigest()
+def auth_proof(secret: bytes, sender: Hello, receiver: Hello, sender_dialled: bool) -> str:
+    """HMAC over the direction, both ids and both nonces (fresh per link).
+
+    The direction and the sender's id come first, so a proof sent back to its
+    author (reflection) never matches what the author expects from the other side.
+    """
+    role = "dialer" if sender_dialled else "accepter"
+    text = (
+        f"mesh-auth|v{PROTOCOL_VERSION}|{role}|{sender.id}|{receiver.id}|"
+        f"{sender.nonce}|{receiver.nonce}"
+    )
+    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
 
 
 def peer_label(writer: asyncio.StreamWriter) -> str:
@@ -216,7 +224,7 @@ class Link:
         secret, its proof checks out; all within the handshake timeout.
         """
         deadline = self._loop.time() + self.tuning.handshake_timeout
-        mine = replace(mine, nonce=secrets.token_hex(16))
+        mine = replace(mine, nonce=secrets.token_hex(NONCE_BYTES))
         if dialer:
             self.send_nowait(mine)
         theirs = await self._receive_hello(deadline)
@@ -224,12 +232,17 @@ class Link:
             self.send_nowait(mine)
         secret = self.tuning.secret
         if secret is not None:
-            self.send_nowait(Auth(auth_proof(secret, mine, theirs)))
+            if theirs.id == mine.id or len(theirs.nonce) != 2 * NONCE_BYTES:
+                # our own hello sent back, or no real challenge: nothing to prove against
+                self.send_nowait(Error("auth_failed", "a hello with a fresh nonce is required"))
+                raise LinkDown(LinkEnd("protocol", "authentication failed: bad hello"))
+            self.send_nowait(Auth(auth_proof(secret, mine, theirs, dialer)))
             message = await self.receive(deadline)
             if isinstance(message, Error):
                 raise refused(message)
-            expected = auth_proof(secret, theirs, mine)
-            if not isinstance(message, Auth) or not hmac.compare_digest(message.proof, expected):
+            expected = auth_proof(secret, theirs, mine, not dialer).encode()
+            given = message.proof.encode() if isinstance(message, Auth) else b""
+            if not hmac.compare_digest(given, expected):
                 self.send_nowait(Error("auth_failed", "the mesh secret does not match"))
                 raise LinkDown(LinkEnd("protocol", "authentication failed"))
         return theirs
@@ -259,9 +272,9 @@ class Link:
                 message = await self.receive_alive()
                 if isinstance(message, Leave):
                     return LinkEnd("leave", "peer said goodbye")
-                if isinstance(message, Error):
+                if isinstance(message, Error):  # said before the peer closes: end here
                     self.log.warning("peer_error", code=message.code, message=message.message)
-                    continue
+                    return refused(message).end
                 on_message(message)  # heartbeats too: between peers they carry a digest
         except LinkDown as exc:
             return exc.end
@@ -269,8 +282,8 @@ class Link:
             return LinkEnd("protocol", str(exc))
         finally:
             beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            # wait() never raises: a cancellation of *this* task stays pending, not swallowed
+            await asyncio.wait([beats])
 
     async def close(self) -> None:
         """Close the stream after flushing what is queued (a goodbye, say); safe to call twice.

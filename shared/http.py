@@ -21,13 +21,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 def bearer_token_required(token: str) -> Any:
     """Every endpoint but /healthz needs `Authorization: Bearer <token>`."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode("utf-8", "surrogateescape")
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/healthz":
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):  # constant time
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            given_bytes = given.strip().encode("utf-8", "surrogateescape")
+            # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
                 return json_response({"error": "a valid bearer token is required"}, 401)
         return await handler(request)
 

@@ -364,7 +364,10 @@ class Auth(Message):
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Auth:
-        return cls(proof=_text(obj, "proof", MAX_NONCE))
+        proof = _text(obj, "proof", MAX_NONCE)
+        if len(proof) != 64 or not all(c in "0123456789abcdef" for c in proof):
+            raise ProtocolError("an auth proof is 64 lowercase hex digits")
+        return cls(proof=proof)
 
 
 @dataclass(frozen=True, slots=True)

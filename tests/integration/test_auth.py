@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import Auth, Error, Hello
@@ -48,7 +49,8 @@ def test_a_wrong_proof_gets_an_auth_failed_error_frame(make_cluster):
     node = cluster.node("a", SECRET)
     for port in (distributor.port, node.port):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(encode_frame(Hello(id="x", name="x", address="127.0.0.1:1", nonce="n")))
+            nonce = "ab" * 32
+            sock.sendall(encode_frame(Hello(id="x", name="x", address="127.0.0.1:1", nonce=nonce)))
             decoder = FrameDecoder()
             assert isinstance(first_message(sock, decoder), Hello)
             assert isinstance(first_message(sock, decoder), Auth)  # its own proof
@@ -83,3 +85,44 @@ def test_a_secret_given_twice_is_a_start_up_error(tmp_path):
     )
     assert done.returncode == 2
     assert "not both" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_fake_distributor_that_reflects_the_handshake_gets_nowhere(make_cluster):
+    """Without the secret, sending a node its own hello and proof back must not pass."""
+    cluster = make_cluster()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    reflected: list[str] = []
+
+    def reflect() -> None:
+        listener.settimeout(30)
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            decoder = FrameDecoder()
+            try:
+                for _ in range(2):  # its hello, then its proof, each sent straight back
+                    message = first_message(conn, decoder)
+                    reflected.append(message.TYPE)
+                    conn.sendall(encode_frame(message))
+                reflected.append(first_message(conn, decoder).TYPE)
+            except (OSError, ConnectionError):
+                pass
+
+    thread = threading.Thread(target=reflect, daemon=True)
+    thread.start()
+    node = cluster.node(
+        "a", {**SECRET, "MESH_DISTRIBUTORS": f"127.0.0.1:{port}"}, distributor=False
+    )
+    thread.join(timeout=30)
+    listener.close()
+    assert reflected[:1] == ["hello"]
+    assert "auth" not in reflected[1:2] or reflected[2:3] == ["error"]
+    wait_for(
+        "the node counts it as a failed attempt",
+        lambda: status(node)["distributors"][0]["attempts"] >= 1,
+    )
+    assert status(node)["distributors"][0]["state"] != "connected"

@@ -91,3 +91,20 @@ def test_assembler_refuses_more_members_than_its_limit() -> None:
     assembler = SnapshotAssembler(2)
     with pytest.raises(ProtocolError):
         assembler.add(Snapshot("e", 1, members, last=False))
+
+
+def test_split_members_fits_the_cap_with_tombstones_first() -> None:
+    from shared.framing import encode_frame
+    from shared.snapshot import split_members
+    from shared.wire import Departure, Member, Members
+
+    members = tuple(Member(f"id-{i:04d}", "n" * 200, "h:1", i) for i in range(60))
+    tombs = tuple(Departure(f"gone-{i}", i, 1.0) for i in range(200))
+    parts = split_members(Members(members, tombs), 4096)
+    assert len(parts) > 2
+    for part in parts:
+        assert len(encode_frame(part, 4096)) <= 4096
+    assert [t for p in parts for t in p.tombstones] == list(tombs)
+    assert [m for p in parts for m in p.members] == list(members)
+    first_member_part = next(i for i, p in enumerate(parts) if p.members)
+    assert all(not p.tombstones for p in parts[first_member_part:])
