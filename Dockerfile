@@ -19,39 +19,28 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin mesh
 
-# Build stage: the venv is made here, so pip, setuptools and the wheels stay out of the image.
+# Build stage: the venv is made here, so pip and the wheels stay out of the image.
 FROM base AS build
 ARG PIP_INSTALL_FLAGS=
+# build/wheels holds the wheels and requirements.txt, the dependency list that
+# scripts/wheelhouse.sh took from pyproject.toml: this layer changes only with them, never
+# with our code or other pyproject settings.
 COPY build/wheels/ /tmp/wheels/
-COPY pyproject.toml scripts/requirements.py /tmp/req/
-# Dependencies: this layer depends only on the wheelhouse and pyproject.toml, so it is
-# cached across code changes. /opt/venv gets no pip; /opt/tools holds the pip and the
-# build backend (setuptools, wheel) that install into it.
-RUN set -eu; \
-    python3 /tmp/req/requirements.py /tmp/req/pyproject.toml runtime >/tmp/req/runtime.txt; \
-    python3 /tmp/req/requirements.py /tmp/req/pyproject.toml build >/tmp/req/build.txt; \
-    python3 -m venv /opt/tools; \
-    /opt/tools/bin/pip install --quiet $PIP_INSTALL_FLAGS --find-links /tmp/wheels \
-        --upgrade -r /tmp/req/build.txt; \
-    python3 -m venv --without-pip /opt/venv; \
-    /opt/tools/bin/pip --python /opt/venv/bin/python install --quiet $PIP_INSTALL_FLAGS \
-        --find-links /tmp/wheels -r /tmp/req/runtime.txt; \
-    echo /opt/app >"$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/mesh-app.pth"
-# Our code: installed with --no-deps into /opt/app, which the .pth above puts on the venv's path.
-# README.m[d]: pyproject names it as the long description; the pattern lets it be absent.
-COPY pyproject.toml README.m[d] /src/
-COPY shared/ /src/shared/
-COPY distributor/ /src/distributor/
-COPY node/ /src/node/
-RUN /opt/tools/bin/pip install --quiet --no-deps --no-build-isolation --no-index \
-        --target /opt/app /src \
- && /opt/venv/bin/python -c 'import distributor, node, shared'
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --quiet $PIP_INSTALL_FLAGS --find-links /tmp/wheels \
+        -r /tmp/wheels/requirements.txt \
+ && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools \
+ && echo /opt/app >"$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/mesh-app.pth"
 
 FROM base
 LABEL org.opencontainers.image.title="mesh" \
       org.opencontainers.image.description="mesh: the distributor and the node (python -m distributor | node)"
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/app /opt/app
+# Our code: pure Python packages run with `python -m`; the .pth above puts /opt/app on the
+# venv's path, so no build backend and no wheel of our own are needed.
+COPY shared/ /opt/app/shared/
+COPY distributor/ /opt/app/distributor/
+COPY node/ /opt/app/node/
 USER mesh
 WORKDIR /tmp
 ENTRYPOINT ["python", "-m"]

@@ -2,7 +2,7 @@
 # and `make test`. Every target is phony: tests/ and bench/ are folders.
 .PHONY: help setup up down test test-e2e lint format
 
-PYTHON := .venv/bin/python
+VENV_PY := .venv/bin/python
 NODES ?= 5
 PYTEST_ARGS ?=
 
@@ -26,17 +26,17 @@ down:
 	docker compose down --volumes --remove-orphans
 
 test: setup
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 test-e2e: setup
-	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint:
 	bash scripts/venv.sh
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+	$(VENV_PY) -m ruff check .
+	$(VENV_PY) -m ruff format --check .
 
 format:
 	bash scripts/venv.sh
-	$(PYTHON) -m ruff check --fix .
-	$(PYTHON) -m ruff format .
+	$(VENV_PY) -m ruff check --fix .
+	$(VENV_PY) -m ruff format .

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fills build/wheels with wheels of the project's dependencies and of its build backend
-# (setuptools, wheel) for the image's Python, so the image installs with `pip --no-index`
-# (containers here cannot reach the package index). Never a wheel of the project itself:
-# that would change at every commit and bust the image's dependency layer.
+# Fills build/wheels with wheels of the project's dependencies (plus setuptools and wheel,
+# the build backend, and `wheel` repacks stripped wheels) for the image's Python, and with
+# requirements.txt, the runtime list the image installs with `pip --no-index` (containers
+# here cannot reach the package index). Never a wheel of the project itself: that would
+# change at every commit and bust the image's dependency layer.
 #
 # The list comes from pyproject.toml (scripts/requirements.py). The target (Python version,
 # architecture, glibc) is read once from the base image and kept in build/wheels/target.txt,
@@ -12,17 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=build/wheels
-BASE=${BASE_IMAGE:-mesh-base:bookworm}
+BASE=${MESH_BASE_IMAGE:-mesh-base:bookworm}
 PY=${PYTHON:-python3}
 
 tmp=$(mktemp -d /tmp/mesh-wheels.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 "$PY" scripts/requirements.py runtime build >"$tmp/requirements.txt"
+# the image installs the runtime list only; keyed on it, its dependency layer stays cached
+"$PY" scripts/requirements.py runtime >"$tmp/runtime.txt"
+cmp -s "$tmp/runtime.txt" "$WHEELS/requirements.txt" || cp "$tmp/runtime.txt" "$WHEELS/requirements.txt"
 
 if [ ! -s "$WHEELS/target.txt" ]; then
     # pip's target options for the image's interpreter, one a line:
     # --python-version 3.11, --implementation cp, --abi cp311, --platform manylinux_2_x_<arch>...
-    docker run --rm --network none --entrypoint python3 "$BASE" -c '
+    docker run --rm --pull never --network none --entrypoint python3 "$BASE" -c '
 import os, platform, sys
 v = sys.version_info
 arch = platform.machine()
@@ -57,12 +61,13 @@ echo "wheelhouse: downloading wheels for $(grep -c . "$tmp/requirements.txt") re
 wheel_tool=$(printf "%s:" "$tmp"/new/wheel-*.whl "$tmp"/new/packaging-*.whl)
 for whl in "$tmp"/new/*.whl; do
     name=$(basename "$whl")
-    [ -e "$WHEELS/$name" ] && continue
+    # `wheel pack` reorders platform tags in the name: match on distribution and version
+    compgen -G "$WHEELS/$(echo "$name" | cut -d- -f1-2)-*.whl" >/dev/null && continue
     if [[ "$name" != *-none-any.whl ]] && command -v strip >/dev/null; then
         rm -rf "$tmp/unpacked"
         PYTHONPATH=$wheel_tool "$PY" -m wheel unpack --dest "$tmp/unpacked" "$whl" >/dev/null
         find "$tmp/unpacked" -name '*.so*' -type f -exec strip --strip-unneeded {} +
-        PYTHONPATH=$wheel_tool "$PY" -m wheel pack --dest-dir "$WHEELS" "$tmp"/unpacked/* >/dev/null
+        SOURCE_DATE_EPOCH=315532800 PYTHONPATH=$wheel_tool "$PY" -m wheel pack --dest-dir "$WHEELS" "$tmp"/unpacked/* >/dev/null
     else
         cp "$whl" "$WHEELS/"
     fi

@@ -93,6 +93,15 @@ def mesh(docker_client, record_figure):
             compose.start()  # up --build --wait: every container healthy
             record_figure("compose up --build --wait (5 nodes)", time.monotonic() - t0)
             yield mesh
+            # a process that crashed was restarted by its policy, with a new id, silently
+            crashed = {
+                c.name: c.attrs["RestartCount"]
+                for c in docker_client.containers.list(
+                    all=True, filters={"label": f"com.docker.compose.project={project}"}
+                )
+                if c.attrs["RestartCount"]
+            }
+            assert not crashed, f"containers restarted after a crash: {crashed}"
         finally:
             mesh.dump_logs()  # before `down`, so a failed start leaves its logs too
             try:

@@ -158,6 +158,8 @@ def test_distributor_back_all_reregister_and_the_mesh_never_broke(mesh):
     )
     mesh.figure("distributor back: all 5 re-registered after", time.monotonic() - t0)
     assert distributor.get("/v1/members")["epoch"] != mesh.notes["epoch"], "a new run, a new epoch"
+    # new incarnations everywhere set off full member-list exchanges: nothing may drop after
+    mesh.hold(5.0, lambda: mesh.mesh_problem(nodes, ids), "the mesh once all re-registered")
 
 
 def test_killed_node_is_dropped_and_stays_down(mesh):
