@@ -31,6 +31,12 @@ def _not_down(replica) -> str | None:
     return f"it is {state['Status']}, restarted {restarts} times"
 
 
+def _wait_rejoined(mesh, nodes, ids, what: str, figure: str) -> None:
+    t0 = time.monotonic()
+    mesh.wait_until(lambda: mesh.full_mesh(nodes, ids), what)
+    mesh.figure(figure, time.monotonic() - t0)
+
+
 def _fault_until_dropped(mesh, index: int, fault, undo, what: str, figure: str):
     """Applies `fault` to replica `index`, waits until the other nodes and the distributor
     drop it, records how long that took, then `undo`es the fault (also on failure)."""
@@ -187,12 +193,13 @@ def test_paused_node_is_dropped_then_rejoins_after_unpause(mesh):
         "frozen",
         "node pause: dropped by all after",
     )
-    t1 = time.monotonic()
-    mesh.wait_until(
-        lambda: mesh.full_mesh(nodes, ids),
+    _wait_rejoined(
+        mesh,
+        nodes,
+        ids,
         "the unpaused node rejoins: a full mesh of 5 again, same id",
+        "node unpause: rejoined after",
     )
-    mesh.figure("node unpause: rejoined after", time.monotonic() - t1)
 
 
 def test_partitioned_node_is_dropped_then_rejoins_from_its_new_address(mesh):
@@ -212,12 +219,13 @@ def test_partitioned_node_is_dropped_then_rejoins_from_its_new_address(mesh):
         "cut-off",
         "node partition: dropped by all after",
     )
-    t1 = time.monotonic()
-    mesh.wait_until(
-        lambda: mesh.full_mesh(nodes, ids),
+    _wait_rejoined(
+        mesh,
+        nodes,
+        ids,
         "the reconnected node rejoins: a full mesh of 5 again, same id",
+        "node partition healed: rejoined after",
     )
-    mesh.figure("node partition healed: rejoined after", time.monotonic() - t1)
     victim.container.reload()
     ip = victim.container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
     # Worked out again at each registration (DESIGN.md, --advertise-host): the address the
