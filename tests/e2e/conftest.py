@@ -117,3 +117,5 @@ def _remove_leftovers(client, project: str) -> None:
         container.remove(force=True, v=True)
     for network in client.networks.list(filters=label):
         network.remove()
+    # earlier builds of our image that this run's build untagged (as scripts/setup.sh does)
+    client.images.prune(filters={"dangling": True, "label": "org.opencontainers.image.title=mesh"})
