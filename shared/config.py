@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, NoReturn
 
 from shared.wire import is_port, parse_address
@@ -168,12 +168,15 @@ class Tuning:
     max_connections: int = 1024  # concurrent connections still in the handshake
     max_members: int = 10000  # distributor capacity
     # the mesh secret (--secret-file): every link proves it knows it; None: no authentication
-    secret: bytes | None = field(default=None, repr=False)
+    secret: bytes | None = field(default=None, repr=False, metadata={"env": False})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
         values: dict[str, float | int] = {}
-        for name, fallback in cls().__iter_defaults():
+        for spec in fields(cls):
+            if not spec.metadata.get("env", True):
+                continue  # not a MESH_* tuning variable
+            name, fallback = spec.name, spec.default
             key = "MESH_" + name.upper()
             if key not in env:
                 continue
@@ -194,6 +197,3 @@ class Tuning:
                 f"MESH_HEARTBEAT_INTERVAL ({tuning.heartbeat_interval})"
             )
         return tuning
-
-    def __iter_defaults(self) -> list[tuple[str, float | int]]:
-        return [(name, getattr(self, name)) for name in self.__slots__ if name != "secret"]
