@@ -296,6 +296,9 @@ class Link:
                 await self.writer.wait_closed()
         except (OSError, TimeoutError):
             self.abort()
+        except asyncio.CancelledError:
+            self.abort()  # cancelled mid-grace: drop the socket now rather than leak it
+            raise
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -363,14 +366,18 @@ class Listener:
         self._tasks.add(task)
         link = Link(reader, writer, self.tuning, self.lag)
         try:
-            hello = await self._admit(link)
-            if hello is not None:
-                await self._serve(link, hello)
+            try:
+                hello = await self._admit(link)
+                if hello is not None:
+                    await self._serve(link, hello)
+            finally:
+                await link.close()
         except asyncio.CancelledError:
-            pass  # stop() ends us; asyncio's server would print a cancelled handler as an error
+            # stop() ends us, maybe mid-close; Python 3.11's server callback calls exception()
+            # on its handler task and prints a traceback if that task ends cancelled
+            pass
         finally:
-            self._tasks.discard(task)
-            await link.close()
+            self._tasks.discard(task)  # only now: stop() also waits out a closing link
 
     async def _admit(self, link: Link) -> Hello | None:
         """The peer's hello, or None (logged) when the link is refused or fails its handshake."""

@@ -1,0 +1,53 @@
+"""The Listener in process, on loopback: what it does with its connections when stopped."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.config import Tuning
+from shared.connection import Link, Listener, LoopLag, open_link
+from shared.wire import Hello
+
+TUNING = Tuning()
+
+
+def hello(name: str) -> Hello:
+    return Hello(id=name * 8, name=name, address="127.0.0.1:1")
+
+
+async def test_stop_while_a_link_is_closing_is_quiet_and_drops_the_socket() -> None:
+    """stop() can land while a served link flushes to a peer that does not read.
+
+    Python 3.11's stream server prints a traceback for a handler task that ends
+    cancelled; the listener must end its tasks normally and abort the socket.
+    """
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    closing = asyncio.Event()
+
+    async def serve(link: Link, _hello: Hello) -> None:
+        # more than the socket buffers hold, so close() waits out its grace
+        link.writer.write(b"\0" * 32 * 1024 * 1024)
+        closing.set()
+
+    listener = Listener(TUNING, LoopLag(), lambda: hello("b"), serve)
+    port = await listener.start("127.0.0.1", 0)
+    client = await open_link("127.0.0.1", port, TUNING, LoopLag())
+    try:
+        await client.handshake(hello("a"), dialer=True)
+        async with asyncio.timeout(5):
+            await closing.wait()
+        await asyncio.sleep(0.05)  # now inside link.close()'s grace
+        async with asyncio.timeout(5):
+            await listener.stop()
+        await asyncio.sleep(0.05)  # let the server's done-callbacks run
+        assert reported == []
+        # the server side was aborted, not left flushing: the client sees the end
+        async with asyncio.timeout(5):
+            while await client.reader.read(1 << 20):
+                pass
+    finally:
+        client.abort()
+        loop.set_exception_handler(None)
