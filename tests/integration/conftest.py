@@ -23,11 +23,15 @@ def make_cluster(
     yield make
     for cluster in made:
         cluster.stop()
+    logs = {log.name: log.read_text(errors="replace") for log in sorted(tmp_path.glob("*.log"))}
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
-        for log in sorted(tmp_path.glob("*.log")):
-            print(f"--- {log.name} (last lines) ---")
-            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+        for name, text in logs.items():
+            print(f"--- {name} (last lines) ---")
+            print("\n".join(text.splitlines()[-30:]))
+    # an error that escaped our own logging (asyncio's handler, an unraisable) prints raw
+    escaped = [name for name, text in logs.items() if "\nTraceback (most recent" in f"\n{text}"]
+    assert not escaped, f"raw tracebacks in {escaped}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
