@@ -81,6 +81,45 @@ def holds(what: str, predicate: Callable[[], bool], seconds: float, every: float
     return samples
 
 
+class Sampler:
+    """Samples a condition in a thread, every `every` s, while the test does something else.
+
+    `with Sampler(...) as sampler:` runs it; leaving the block fails the test if any
+    sample was false (with the first failure's reason) or none was taken.
+    """
+
+    def __init__(self, what: str, check: Callable[[], str | None], every: float = 0.15) -> None:
+        self.what, self.check, self.every = what, check, every
+        self.samples = 0
+        self.failures: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                problem = self.check()
+            except (OSError, ValueError, KeyError) as exc:
+                problem = f"could not sample: {exc!r}"
+            self.samples += 1
+            if problem is not None:
+                self.failures.append(problem)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+        if exc_info[0] is None:
+            assert self.samples > 0, f"{self.what}: not sampled once"
+            assert not self.failures, (
+                f"{self.what}: {len(self.failures)} of {self.samples} samples failed, "
+                f"first: {self.failures[0]}"
+            )
+
+
 @dataclass
 class Proc:
     name: str
@@ -168,20 +207,13 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def distributor(self, env: dict[str, str] | None = None) -> Proc:
-        """Start a distributor on the cluster's fixed port (restarts reuse it)."""
-        http_port = free_port()
-        flags = [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.distributor_port),
-            "--http-port",
-            str(http_port),
-        ]
-        proc = self._proc(
-            "distributor", ["-m", "distributor"], flags, self.distributor_port, http_port, env
-        ).start()
+    def distributor(
+        self, env: dict[str, str] | None = None, port: int | None = None, name: str = "distributor"
+    ) -> Proc:
+        """Start a distributor on the cluster's fixed port (restarts reuse it), or on `port`."""
+        port, http_port = port or self.distributor_port, free_port()
+        flags = ["--host", "127.0.0.1", "--port", str(port), "--http-port", str(http_port)]
+        proc = self._proc(name, ["-m", "distributor"], flags, port, http_port, env).start()
         proc.wait_healthy()
         return proc
 
@@ -232,6 +264,11 @@ def full_mesh(nodes: list[Proc]) -> dict[str, str] | None:
         if connected_peer_ids(n) != {ids[o.name] for o in nodes if o is not n}:
             return None
     return ids
+
+
+def peer_links(node: Proc) -> dict[str, str]:
+    """peer id -> when its link came up, for connected peers: a reconnect changes it."""
+    return {p["id"]: p["since"] for p in status(node)["peers"] if p["state"] == "connected"}
 
 
 def member_ids(node: Proc) -> set[str]:
