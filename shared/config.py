@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -120,6 +121,45 @@ def _read_secret(
     return value
 
 
+TLS_VARIABLES = ("MESH_TLS_CERT", "MESH_TLS_KEY", "MESH_TLS_CA")
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """Mutual TLS with one private CA, on the mesh and distributor ports.
+
+    Every listener asks for a client certificate and every dialer checks the listener's,
+    both against MESH_TLS_CA. Host names are not checked: members dial each other by
+    address (a container's IP), and a member's certificate says "signed by our CA", not
+    which address it has; the secret's challenge (if set) still binds a link to both ids.
+    scripts/test-ca.sh makes such a CA and a certificate.
+    """
+
+    server: ssl.SSLContext  # our listener: presents our certificate, requires the peer's
+    client: ssl.SSLContext  # our dials: present our certificate, check the listener's
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tls | None:
+        """The contexts, or None when no MESH_TLS_* variable is set (plain TCP)."""
+        given = {name: env.get(name, "").strip() for name in TLS_VARIABLES}
+        if not any(given.values()):
+            return None
+        missing = [name for name, value in given.items() if not value]
+        if missing:
+            raise ConfigError(f"TLS needs all of {', '.join(TLS_VARIABLES)}; {missing[0]} is unset")
+        cert, key, ca = given.values()
+        try:
+            server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+            server.verify_mode = ssl.CERT_REQUIRED
+            server.load_cert_chain(cert, key)
+            client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+            client.check_hostname = False  # see the class's docstring
+            client.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"cannot load the TLS files {cert}, {key}, {ca}: {exc}") from None
+        return cls(server=server, client=client)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """What both programs are configured with."""
@@ -148,7 +188,11 @@ def common_config(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str,
         "http_port": args.http_port,
         "log_level": args.log_level,
         "http_token": token,
-        "tuning": replace(Tuning.from_env(env), secret=secret.encode() if secret else None),
+        "tuning": replace(
+            Tuning.from_env(env),
+            secret=secret.encode() if secret else None,
+            tls=Tls.from_env(env),
+        ),
     }
 
 
@@ -169,6 +213,8 @@ class Tuning:
     max_members: int = 10000  # distributor capacity
     # the mesh secret (--secret-file): every link proves it knows it; None: no authentication
     secret: bytes | None = field(default=None, repr=False, metadata={"env": False})
+    # MESH_TLS_*: TLS on every link; None: plain TCP
+    tls: Tls | None = field(default=None, repr=False, metadata={"env": False})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:

@@ -308,7 +308,9 @@ async def open_link(host: str, port: int, tuning: Tuning, lag: LoopLag) -> Link:
     """Dial host:port within the handshake timeout; LinkDown if it cannot."""
     try:
         async with asyncio.timeout(tuning.handshake_timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+            reader, writer = await asyncio.open_connection(
+                host, port, limit=READ_CHUNK, ssl=tuning.tls.client if tuning.tls else None
+            )
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a name IDNA refuses
         raise LinkDown(LinkEnd("closed", describe_error(exc))) from None
     return Link(reader, writer, tuning, lag)
@@ -350,7 +352,15 @@ class Listener:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port."""
-        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_CHUNK)
+        tls = self.tuning.tls
+        self._server = await asyncio.start_server(
+            self._accept,
+            host,
+            port,
+            limit=READ_CHUNK,
+            ssl=tls.server if tls else None,
+            ssl_handshake_timeout=self.tuning.handshake_timeout if tls else None,
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

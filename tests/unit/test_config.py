@@ -7,7 +7,14 @@ import dataclasses
 
 import pytest
 
-from shared.config import ConfigError, Tuning, join_address, port_number, split_address
+from shared.config import (
+    ConfigError,
+    Tls,
+    Tuning,
+    join_address,
+    port_number,
+    split_address,
+)
 
 DEFAULTS = {
     "heartbeat_interval": 1.0,
@@ -22,6 +29,7 @@ DEFAULTS = {
     "max_connections": 1024,
     "max_members": 10000,
     "secret": None,
+    "tls": None,
 }
 
 
@@ -64,6 +72,7 @@ def test_overrides() -> None:
         "max_connections": 20000,
         "max_members": 3,
         "secret": None,  # from --secret-file or MESH_SECRET(_FILE), not a tuning variable
+        "tls": None,  # from MESH_TLS_*, read by Tls.from_env
     }
     assert isinstance(tuning.max_frame, int)
     assert isinstance(tuning.handshake_timeout, float)
@@ -221,3 +230,23 @@ def test_secret_errors() -> None:
         parse([], {"MESH_HTTP_TOKEN": "   "})
     with pytest.raises(ConfigError, match="MESH_LOG_LEVEL"):
         parse([], {"MESH_LOG_LEVEL": "chatty"})
+
+
+def test_tls_is_off_without_its_variables() -> None:
+    assert Tls.from_env({"MESH_TLS_CERT": " ", "PATH": "/bin"}) is None
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"MESH_TLS_CERT": "c.pem"}, "MESH_TLS_KEY is unset"),
+        ({"MESH_TLS_CERT": "c.pem", "MESH_TLS_KEY": "c.key"}, "MESH_TLS_CA is unset"),
+        (
+            {"MESH_TLS_CERT": "/no/c.pem", "MESH_TLS_KEY": "/no/c.key", "MESH_TLS_CA": "/no/ca"},
+            "cannot load the TLS files",
+        ),
+    ],
+)
+def test_a_tls_set_up_that_cannot_work_says_why(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Tls.from_env(env)
