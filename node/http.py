@@ -11,6 +11,7 @@ from aiohttp import web
 from node.app import Node
 from node.handlers import BadRequest, RequestFailed
 from shared.http import json_response
+from shared.wire import MAX_DEPTH, nests_too_deeply
 
 MAX_TIMEOUT = 300.0
 
@@ -23,6 +24,8 @@ def parse_request(raw: bytes, default_timeout: float) -> tuple[str, str, Any, fl
         raise BadRequest(f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest("body must be a JSON object")
+    if nests_too_deeply(raw, doc):  # its request frame could not be written
+        raise BadRequest(f"body nests deeper than {MAX_DEPTH} levels")
     to, method = doc.get("to"), doc.get("method")
     if not isinstance(to, str) or not to:
         raise BadRequest("'to' must be a member's id or name")

@@ -23,6 +23,9 @@ MAX_METHOD = 128
 MAX_TEXT = 1024
 MAX_NONCE = 128
 MAX_INT = 2**53  # JSON-safe integers
+# orjson reads JSON nested up to 1024 levels but writes only 254: a frame is refused past
+# that, so whatever we accept we can also send on (an echo's answer, an HTTP response)
+MAX_DEPTH = 254
 
 
 class ProtocolError(Exception):
@@ -443,6 +446,18 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
+def nests_too_deeply(raw: bytes, value: Any) -> bool:
+    """True when `value`, parsed from `raw`, nests deeper than MAX_DEPTH (orjson cannot
+    write it again). Counting brackets first keeps the common case to two memchr passes."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
+
+
 def encode(message: Message) -> bytes:
     """The JSON body of one frame (without the length prefix)."""
     return orjson.dumps(message.to_dict())
@@ -456,6 +471,8 @@ def decode(body: bytes) -> Message:
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame is not a JSON object")
+    if nests_too_deeply(body, obj):
+        raise ProtocolError(f"frame nests deeper than {MAX_DEPTH} levels")
     type_name = obj.get("type")
     if not isinstance(type_name, str):
         raise ProtocolError("frame has no string 'type'")
@@ -466,6 +483,7 @@ def decode(body: bytes) -> Message:
 
 
 __all__ = [
+    "MAX_DEPTH",
     "MESSAGE_TYPES",
     "MIN_PROTOCOL_VERSION",
     "PROTOCOL_VERSION",
@@ -489,5 +507,6 @@ __all__ = [
     "UnknownMessageType",
     "decode",
     "encode",
+    "nests_too_deeply",
     "versions_overlap",
 ]

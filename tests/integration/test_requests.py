@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from http.client import HTTPConnection
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.integration.cluster import FakeNode, free_port, full_mesh, http, status, wait_for
@@ -95,3 +98,53 @@ def test_a_service_built_on_the_handler_api(make_cluster):
     assert (code, doc) == (200, {"hello": "plain", "you_sent": {"x": 1}})
     assert request(greeter, {"to": "plain", "method": "greet"})[0] == 502  # plain lacks it
     assert request(greeter, {"to": "plain", "method": "echo", "body": 7}) == (200, 7)
+
+
+def post_chunked(port: int, chunks: list[bytes]) -> int:
+    """POST /v1/request with no Content-Length (chunked): the server learns the size late."""
+    conn = HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.request("POST", "/v1/request", body=iter(chunks), encode_chunked=True)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_hostile_request_bodies_get_4xx_never_500(make_cluster):
+    """Bad JSON, the wrong shape, nesting past what a frame can carry and oversized bodies
+    (with and without a Content-Length): each gets its 4xx, and the links never notice."""
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    a, b = cluster.node("a"), cluster.node("b")
+    ids = wait_for("a full mesh", lambda: full_mesh([a, b]))
+
+    def deep(depth: int) -> bytes:
+        return b'{"to": "b", "method": "echo", "body": ' + b"[" * depth + b"]" * depth + b"}"
+
+    cases = {
+        b"": 400,
+        b"{nope": 400,
+        b"\xff\xfe{}": 400,
+        b"null": 400,
+        b'"to"': 400,
+        b'{"to": "b", "method": "echo"} trailing': 400,
+        b'{"to": "b", "method": "echo", "timeout": 1e999}': 400,
+        b'{"to": "b", "method": "echo", "body": NaN}': 400,
+        b'{"to": ["b"], "method": "echo"}': 400,
+        b'{"to": "b", "method": 12}': 400,
+        deep(300): 400,  # readable, but deeper than a frame can be written: was a 500
+        deep(253): 200,  # the deepest body a request frame carries, echoed back whole
+        deep(5000): 400,  # deeper than orjson reads at all
+        b'{"to": "b", "method": "echo", "body": "' + b"x" * (1024 * 1024) + b'"}': 413,
+    }
+    for raw, expected in cases.items():
+        code, doc = request(a, raw=raw)
+        assert code == expected, (raw[:60], code, doc)
+        if expected == 200:
+            assert doc == orjson.loads(raw)["body"]
+    big = [b'{"to": "b", "method": "echo", "body": "'] + [b"x" * 65536] * 17 + [b'"}']
+    assert post_chunked(a.http_port, big) == 413
+    small = [b'{"to": "b", ', b'"method": "echo", ', b'"body": [1, 2]}']
+    assert post_chunked(a.http_port, small) == 200
+    assert full_mesh([a, b]) == ids  # none of that disturbed a link

@@ -8,6 +8,8 @@ import orjson
 import pytest
 
 from node.http import MAX_TIMEOUT, BadRequest, parse_request
+from shared.framing import encode_frame
+from shared.wire import MAX_DEPTH, Request, decode
 
 
 def parse(obj: Any, default_timeout: float = 5.0) -> tuple[str, str, Any, float]:
@@ -112,3 +114,16 @@ def test_good_timeouts(timeout: float) -> None:
 
 def test_max_timeout_is_300() -> None:
     assert MAX_TIMEOUT == 300
+
+
+@pytest.mark.parametrize("depth", [1, 252, 253, 254, 255, 300, 1000, 1023, 2000])
+def test_a_body_too_deep_for_a_frame_is_a_bad_request(depth: int) -> None:
+    """orjson reads 1024 levels but writes 254: a body the request frame could not carry
+    is a 400 here, not a TypeError (an HTTP 500) when the frame is encoded."""
+    raw = b'{"to": "a", "method": "echo", "body": ' + b"[" * depth + b"]" * depth + b"}"
+    if depth + 1 > MAX_DEPTH:  # the request frame is the body's lists inside one object
+        with pytest.raises(BadRequest):
+            parse_request(raw, 5.0)
+        return
+    _, method, body, _ = parse_request(raw, 5.0)
+    assert decode(encode_frame(Request(1, method, body))[4:]) == Request(1, method, body)
