@@ -7,7 +7,9 @@ the distributor: a node that sees a new epoch knows versions started over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import orjson
 
 from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
 
@@ -24,6 +26,11 @@ class RegistrationRefused(Exception):
 class Entry:
     member: Member
     connected_since: float  # wall-clock seconds, passed in by the caller
+    # the member's JSON, encoded once here rather than in every snapshot that lists it
+    record: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", orjson.dumps(self.member.to_dict()))
 
 
 class Registry:
@@ -72,6 +79,10 @@ class Registry:
         del self._entries[member.id]
         self.version += 1
         return MemberLeft(self.version, member, reason)
+
+    def records(self) -> list[bytes]:
+        """Every member's encoded JSON, in snapshot order (see shared.snapshot.snapshot_frames)."""
+        return [e.record for e in self._entries.values()]
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.epoch, self.version, tuple(e.member for e in self._entries.values()))

@@ -7,6 +7,7 @@ each of those sends member_left, with that reason, to every other node.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -15,7 +16,7 @@ from distributor.registry import RegistrationRefused, Registry
 from shared.config import Tuning, join_address
 from shared.connection import Link, LinkEnd, Listener, LoopLag
 from shared.framing import encode_frame
-from shared.snapshot import split_snapshot
+from shared.snapshot import snapshot_frames
 from shared.wire import Error, Hello, Leave, Member, Message
 
 log = structlog.get_logger()
@@ -29,6 +30,12 @@ class DistributorServer:
         self._links: dict[str, tuple[Member, Link]] = {}  # registered member id -> its link
         self._listener = Listener(tuning, lag, self._hello, self._serve)
         self._stopping = False  # while stopping, departures are ours, not the nodes'
+        # Deltas not yet written, in version order, flushed with one write per link (a
+        # storm of joins would otherwise cost a syscall per join per link). A link
+        # registered meanwhile takes only those after its snapshot: id -> first index.
+        self._outbox: list[bytes] = []
+        self._late: dict[str, int] = {}
+        self._next_flush = 0.0  # monotonic time before which a flush waits (see _flush)
 
     async def start(self, host: str, port: int) -> None:
         self.address = join_address(host, await self._listener.start(host, port))
@@ -37,6 +44,7 @@ class DistributorServer:
     async def stop(self) -> None:
         """Tell every node we are going (so they retry at once), then close everything."""
         self._stopping = True
+        self._flush()
         goodbye = encode_frame(Leave())
         for _, link in self._links.values():
             link.send_nowait(goodbye)
@@ -45,12 +53,46 @@ class DistributorServer:
     def _hello(self) -> Hello:
         return Hello(id=self.registry.epoch, name="distributor", address=self.address)
 
-    def _broadcast(self, message: Message, skip: str | None = None) -> None:
-        # encoded once; the same bytes go to every link
-        data = encode_frame(message, self.tuning.max_frame)
+    def _broadcast(self, message: Message) -> None:
+        """Queue a delta for every link registered now; encoded once, sent at _flush."""
+        self._queue(encode_frame(message, self.tuning.max_frame))
+
+    def _queue(self, data: bytes) -> None:
+        if not self._outbox:
+            delay = max(0.0, self._next_flush - time.monotonic())
+            asyncio.get_running_loop().call_later(delay, self._flush)
+        self._outbox.append(data)
+
+    def _flush(self) -> None:
+        frames, late = self._outbox, self._late
+        self._outbox, self._late = [], {}
+        if not frames:
+            return
+        started = time.monotonic()
+        self._write(frames, late)
+        # A quiet distributor flushes at once. One whose flush took long is in a storm
+        # (joins then come about one per loop iteration): it waits as long again,
+        # so each write to a link carries many deltas and flushing takes at most half
+        # the time. Deltas stay in version order; only their batching changes.
+        ended = time.monotonic()
+        self._next_flush = ended + (ended - started)
+
+    def _write(self, frames: list[bytes], late: dict[str, int]) -> None:
+        whole = b"".join(frames)  # the same bytes to every link
         for member_id, (_, link) in self._links.items():
-            if member_id != skip:
-                link.send_nowait(data)
+            first = late.get(member_id)
+            if first is None:
+                link.send_nowait(whole)
+            elif first < len(frames):
+                link.send_nowait(b"".join(frames[first:]))
+
+    def _snapshot(self) -> bytes:
+        """The registry now, as frames built from records encoded once per member."""
+        registry = self.registry
+        parts = snapshot_frames(
+            registry.epoch, registry.version, registry.records(), self.tuning.max_frame
+        )
+        return b"".join(parts)
 
     async def _serve(self, link: Link, hello: Hello) -> None:
         """One node's registration, for as long as its link lives."""
@@ -69,10 +111,11 @@ class DistributorServer:
                 old_link.abort()
                 link.log.info("registration_replaced", incarnation=member.incarnation)
             self._links[member.id] = (member, link)
-            # no await between the snapshot and the broadcast: deltas follow in version order
-            for part in split_snapshot(self.registry.snapshot(), self.tuning.max_frame):
-                link.send_nowait(part)
-            self._broadcast(joined, skip=member.id)
+            # no await between the snapshot and the broadcast: deltas follow in version order,
+            # and this link takes only the deltas queued after its own join
+            link.send_nowait(self._snapshot())
+            self._broadcast(joined)
+            self._late[member.id] = len(self._outbox)
             link.log.info(
                 "member_joined",
                 member=member.name,

@@ -136,6 +136,9 @@ class Link:
         # a peer that stops reading must not make us buffer without bound
         self._write_limit = 4 * tuning.max_frame + 64 * 1024
         self._unknown_types: set[str] = set()
+        # frames sent after the first in this loop iteration, written as one at its end:
+        # a syscall costs more than a small frame (a burst of requests, responses, deltas)
+        self._queued: list[bytes] | None = None
 
     @property
     def local_host(self) -> str | None:
@@ -146,11 +149,28 @@ class Link:
     # -- writing -------------------------------------------------------------
 
     def send_nowait(self, data: Message | bytes) -> None:
-        """Queue one frame (or pre-encoded frame bytes) without waiting."""
+        """Queue one frame (or pre-encoded frame bytes) without waiting.
+
+        The first frame of a loop iteration is written at once; later ones in the
+        same iteration go out together in one write when it ends (close flushes too).
+        """
         if self.writer.is_closing():
             return
         if isinstance(data, Message):
             data = encode_frame(data, self.tuning.max_frame)
+        if self._queued is not None:
+            self._queued.append(data)
+            return
+        self._queued = []
+        self._loop.call_soon(self._flush)
+        self._write(data)
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, None
+        if queued and not self.writer.is_closing():
+            self._write(b"".join(queued))
+
+    def _write(self, data: bytes) -> None:
         self.writer.write(data)
         if self.writer.transport.get_write_buffer_size() > self._write_limit:
             self.log.warning("link_aborted", why="peer is not reading its frames")
@@ -290,6 +310,7 @@ class Link:
 
         A peer that does not read gets a short grace, then the socket is aborted.
         """
+        self._flush()
         self.writer.close()
         try:
             async with asyncio.timeout(CLOSE_GRACE):
@@ -358,6 +379,8 @@ class Listener:
             host,
             port,
             limit=READ_CHUNK,
+            # a burst of dials (a storm of joins) waits in the kernel, not a 1 s SYN retry
+            backlog=self.tuning.max_connections,
             ssl=tls.server if tls else None,
             ssl_handshake_timeout=self.tuning.handshake_timeout if tls else None,
         )

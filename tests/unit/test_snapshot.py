@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from shared.framing import FrameDecoder, encode_frame
-from shared.snapshot import SnapshotAssembler, split_snapshot
+from shared.snapshot import SnapshotAssembler, snapshot_frames
 from shared.wire import Member, Snapshot
 
 
@@ -16,69 +17,65 @@ def members(n: int, name_length: int = 10) -> tuple[Member, ...]:
     )
 
 
+def parts(snapshot: Snapshot, max_frame: int) -> list[bytes]:
+    """The distributor's frames for a snapshot, from each member's record encoded once."""
+    records = [orjson.dumps(m.to_dict()) for m in snapshot.members]
+    return snapshot_frames(snapshot.epoch, snapshot.version, records, max_frame)
+
+
+def decoded(frames: list[bytes], max_frame: int) -> list[Snapshot]:
+    decoder = FrameDecoder(max_frame)
+    decoder.feed(b"".join(frames))
+    messages = [decoder.next_message() for _ in frames]
+    assert decoder.next_message() is None  # one message per frame, nothing else
+    assert all(isinstance(m, Snapshot) for m in messages)
+    return messages  # type: ignore[return-value]
+
+
 @pytest.mark.parametrize(
     "n, max_frame, name_length",
-    [(1000, 4096, 10), (500, 1024, 40), (2000, 65536, 200), (300, 700, 255), (50, 300, 1)],
+    [(1000, 4096, 10), (500, 1024, 40), (2000, 65536, 200), (300, 700, 250), (50, 300, 1)],
 )
 def test_parts_fit_under_the_cap_and_rebuild_the_list(
     n: int, max_frame: int, name_length: int
 ) -> None:
     snapshot = Snapshot("epoch-x", 1234, members(n, name_length))
-    parts = split_snapshot(snapshot, max_frame)
-    assert len(parts) > 1
-    for part in parts:
-        data = encode_frame(part, max_frame)  # raises if the body is over the cap
-        assert len(data) <= max_frame  # the 4-byte prefix included
+    frames = parts(snapshot, max_frame)
+    assert len(frames) > 1
+    assert all(len(f) - 4 <= max_frame for f in frames)  # the body under the cap
+    messages = decoded(frames, max_frame)
+    for part in messages:
         assert part.epoch == snapshot.epoch
         assert part.version == snapshot.version
         assert part.members  # no empty parts
-    assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert [p.last for p in messages] == [False] * (len(messages) - 1) + [True]
     assembler = SnapshotAssembler(10000)
-    results = [assembler.add(p) for p in parts]
-    assert results[:-1] == [None] * (len(parts) - 1)
+    results = [assembler.add(p) for p in messages]
+    assert results[:-1] == [None] * (len(messages) - 1)
     assert results[-1] == snapshot
 
 
-def test_parts_survive_the_wire() -> None:
-    snapshot = Snapshot("e", 9, members(400))
-    max_frame = 2048
-    decoder = FrameDecoder(max_frame)
-    decoder.feed(b"".join(encode_frame(p, max_frame) for p in split_snapshot(snapshot, max_frame)))
-    assembler = SnapshotAssembler(10000)
-    whole = None
-    while (message := decoder.next_message()) is not None:
-        assert isinstance(message, Snapshot)
-        assert whole is None  # nothing after the last part
-        whole = assembler.add(message)
-    assert whole == snapshot
-
-
-def test_parts_are_reasonably_full() -> None:
-    snapshot = Snapshot("e", 1, members(1000))
+def test_parts_are_full() -> None:
     max_frame = 4096
-    parts = split_snapshot(snapshot, max_frame)
-    # every part but the last is at least half full: not one member per frame
-    for part in parts[:-1]:
-        assert len(encode_frame(part, max_frame)) > max_frame // 2
+    frames = parts(Snapshot("e", 1, members(1000)), max_frame)
+    # cut as late as the cap allows: not one member per frame
+    for data in frames[:-1]:
+        assert len(data) - 4 > max_frame - 100
 
 
-def test_small_snapshot_is_one_part() -> None:
-    snapshot = Snapshot("e", 3, members(5))
-    assert split_snapshot(snapshot, 1024 * 1024) == [snapshot]
-
-
-def test_empty_snapshot_is_one_part() -> None:
-    snapshot = Snapshot("e", 0, ())
-    parts = split_snapshot(snapshot, 1024)
-    assert parts == [Snapshot("e", 0, (), last=True)]
-    assert SnapshotAssembler(10000).add(parts[0]) == snapshot
+@pytest.mark.parametrize("n", [0, 1, 5, 300])
+def test_a_snapshot_under_the_cap_is_one_frame_as_the_encoder_makes_it(n: int) -> None:
+    snapshot = Snapshot("e", 3, members(n, 30))
+    frames = parts(snapshot, 1024 * 1024)
+    assert frames == [encode_frame(snapshot, 1024 * 1024)]  # byte for byte
+    assert SnapshotAssembler(10000).add(decoded(frames, 1024 * 1024)[0]) == snapshot
 
 
 def test_assembler_starts_over_after_the_last_part() -> None:
     first = Snapshot("e", 1, members(300))
     second = Snapshot("e", 2, members(3))
     assembler = SnapshotAssembler(10000)
-    for part in split_snapshot(first, 1024):
+    for part in decoded(parts(first, 1024), 1024):
         result = assembler.add(part)
     assert result == first
     assert assembler.add(second) == second  # nothing left over from the first

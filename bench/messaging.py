@@ -1,0 +1,165 @@
+"""Messaging: request/response over a real mesh link against a bare echo with the same framing.
+
+The mesh: node B is a `python -m node` process; node A runs in this process and
+calls `await node.request(b, "echo", body)`, the Python API services use, so
+the figure is the mesh link's (Request frames, the peer's handler task, the
+Response), not HTTP's. The bare one: bench/echo.py in a process, called from
+here by a minimal client of the same framing. Each is measured twice: throughput
+with CONCURRENCY callers, then latency one request at a time. The mesh is also
+measured with node A on asyncio's default loop instead of uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
+
+import uvloop
+
+from bench.procs import free_port, program
+from node.app import Node
+from node.config import parse as parse_node
+from shared.connection import LoopLag
+from shared.framing import FrameDecoder, encode_frame
+from shared.wire import Request, Response
+
+CONCURRENCY = 32
+BODY = {"service": "bench", "payload": "x" * 64}
+
+Call = Callable[[], Awaitable[Any]]
+
+
+async def _load(call: Call, seconds: float, concurrency: int) -> tuple[int, list[float]]:
+    """Calls made by `concurrency` callers in `seconds`, and each call's latency (s)."""
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        while (started := time.perf_counter()) < end:
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return len(latencies), latencies
+
+
+async def measure(call: Call, seconds: float) -> dict[str, Any]:
+    from bench.stats import percentile
+
+    for _ in range(200):  # warm up: the first calls pay for imports and buffers
+        await call()
+    count, _ = await _load(call, seconds / 2, CONCURRENCY)
+    _, latencies = await _load(call, seconds / 2, 1)
+    return {
+        "rps": round(count / (seconds / 2)),
+        "p50_us": round(percentile(latencies, 50) * 1e6, 1),
+        "p99_us": round(percentile(latencies, 99) * 1e6, 1),
+        "concurrency": CONCURRENCY,
+        "latency_concurrency": 1,
+    }
+
+
+class _EchoClient(asyncio.Protocol):
+    """Requests out, responses matched back by id: the least a framed client can do."""
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder()
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._ids = itertools.count(1)
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._decoder.feed(data)
+        while (message := self._decoder.next_message()) is not None:
+            if isinstance(message, Response):
+                future = self._pending.pop(message.id)
+                future.set_result(message)
+
+    async def call(self) -> Any:
+        assert self._transport is not None
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._transport.write(encode_frame(Request(request_id, "echo", BODY)))
+        return (await future).body
+
+
+async def _bare(port: int, seconds: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_EchoClient, "127.0.0.1", port)
+    try:
+        return await measure(client.call, seconds)
+    finally:
+        transport.close()
+
+
+async def _mesh(seed_port: int, seconds: float) -> dict[str, Any]:
+    argv = ["--name", "bench-a", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
+    config = parse_node([*argv, "--seed", f"127.0.0.1:{seed_port}"], {"MESH_DISTRIBUTORS": ""})
+    lag = LoopLag()
+    node = Node(config, lag)
+    await node.start()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(node.run(stop)), asyncio.create_task(lag.run())]
+    try:
+        async with asyncio.timeout(20):
+            # the node has no event for "a peer is connected": polled
+            while not any(p.status.state == "connected" for p in node.mesh.peers.values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        peer = next(iter(node.mesh.peers))
+        return await measure(lambda: node.request(peer, "echo", BODY, 5.0), seconds)
+    finally:
+        stop.set()
+        await tasks[0]
+        tasks[1].cancel()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+
+
+def _wait_listening(port: int, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _node_b() -> Iterator[int]:
+    port, http_port = free_port(), free_port()
+    args = ["--name", "bench-b", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--http-port", str(http_port), "--log-level", "warning"]
+    with program("node", args, {"MESH_DISTRIBUTORS": ""}, http_port):
+        yield port
+
+
+def run(seconds: float) -> dict[str, Any]:
+    """bare_echo, mesh (uvloop), asyncio_mesh; `seconds` is each one's measuring time."""
+    port = free_port()
+    with program("bench.echo", [str(port)], {}):
+        _wait_listening(port)
+        bare = uvloop.run(_bare(port, seconds))
+    with _node_b() as seed:
+        mesh = uvloop.run(_mesh(seed, seconds))
+    with _node_b() as seed:
+        asyncio_mesh = asyncio.run(_mesh(seed, seconds))
+    return {
+        "bare_echo": bare,
+        "mesh": mesh,
+        "ratio": round(mesh["rps"] / bare["rps"], 3),
+        "loop": "uvloop",
+        "asyncio_mesh": asyncio_mesh,
+        "cpus": os.cpu_count(),
+    }

@@ -1,0 +1,111 @@
+"""Propagation: with n raw clients on a real distributor, how soon do the others hear of a
+join, a clean leave (a leave frame) and a crash (the socket closed without a word)?
+
+Every client lives in this process's loop, so one monotonic clock times the event
+and every other client's receipt of its member_joined / member_left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict
+from typing import Any
+
+import uvloop
+
+from bench.procs import distributor, free_port
+from bench.rawclient import LEAVE, RawClient, connect, heartbeats
+from bench.stats import percentile
+
+WAIT = 10.0  # seconds for every client to hear of one event; a miss is reported, not hidden
+
+
+class _Room:
+    """The clients, and who heard what when."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.clients: list[RawClient] = []
+        self.heard: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.changed = asyncio.Event()
+        self._index = itertools.count()
+
+    def _watch(self, kind: str, member_id: str, reason: str, at: float) -> None:
+        self.heard[(kind, member_id)].append(at)
+        self.changed.set()
+
+    async def join(self) -> tuple[RawClient, float]:
+        client = RawClient(next(self._index), expect=-1, watch=self._watch)
+        started = time.monotonic()
+        await connect(asyncio.get_running_loop(), client, self.port)
+        if client.error:
+            raise RuntimeError(f"a client could not join: {client.error}")
+        self.clients.append(client)
+        return client, started
+
+    async def heard_by_all(self, kind: str, member_id: str, others: int) -> list[float]:
+        """Receipt times once every one of `others` clients heard it (or WAIT ran out)."""
+        async with asyncio.timeout(WAIT):
+            while len(self.heard[(kind, member_id)]) < others:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.heard[(kind, member_id)]
+
+
+async def _measure(port: int, n: int, trials: int) -> dict[str, list[float]]:
+    room = _Room(port)
+    beats = asyncio.create_task(heartbeats(room.clients))
+    samples: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
+    lasts: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
+
+    def record(kind: str, started: float, times: list[float]) -> None:
+        latencies = [(t - started) * 1000 for t in times]
+        samples[kind] += latencies
+        lasts[kind].append(max(latencies))
+
+    try:
+        for _ in range(n):
+            await room.join()
+        await asyncio.sleep(0.5)  # every join heard, the links quiet
+        for _ in range(trials):
+            for kind in ("crash", "leave"):
+                gone = room.clients.pop(0)
+                started = time.monotonic()
+                if kind == "leave":
+                    gone.send(LEAVE)
+                else:
+                    gone.close()
+                record(kind, started, await room.heard_by_all("left", gone.id, n - 1))
+                gone.close()
+                client, started = await room.join()
+                # the join trials are the joins after a crash, so there are `trials` of each
+                times = await room.heard_by_all("joined", client.id, n - 1)
+                if kind == "crash":
+                    record("join", started, times)
+                await asyncio.sleep(0.05)
+    finally:
+        beats.cancel()
+        for client in room.clients:
+            client.close()
+        await asyncio.gather(beats, return_exceptions=True)
+    return {**samples, **{f"{kind}_last": values for kind, values in lasts.items()}}
+
+
+def run(n: int, trials: int) -> dict[str, Any]:
+    port, http_port = free_port(), free_port()
+    with distributor(port, http_port, n + 8):
+        measured = uvloop.run(_measure(port, n, trials))
+    return {
+        kind: {
+            "n": n,
+            "trials": trials,
+            "p50_ms": round(percentile(measured[kind], 50), 3),
+            "p99_ms": round(percentile(measured[kind], 99), 3),
+            # the slowest of the n-1 receivers, per trial: when *everyone* knows
+            "p50_last_ms": round(percentile(measured[f"{kind}_last"], 50), 3),
+            "samples": len(measured[kind]),
+        }
+        for kind in ("join", "leave", "crash")
+    }

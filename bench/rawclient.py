@@ -1,0 +1,159 @@
+"""A simulated node on a distributor link: the real hello, then it follows the member count.
+
+Thousands of these run in one event loop, so the frame path is kept lean: frames
+are cut by their length prefix and told apart by the start of their body (our
+encoder writes "type" first). Member records are counted, not decoded: on a
+2-CPU machine, decoding every record in the clients would swamp the figure of
+the distributor they measure. With `watch`, deltas are decoded in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from typing import cast
+
+import orjson
+
+from shared.framing import encode_frame
+from shared.wire import Heartbeat, Hello, Leave
+
+HEARTBEAT = encode_frame(Heartbeat())
+LEAVE = encode_frame(Leave())
+_LENGTH = struct.Struct(">I")
+_JOINED = b'{"type":"member_joined"'
+_LEFT = b'{"type":"member_left"'
+_SNAPSHOT = b'{"type":"snapshot"'
+_ERROR = b'{"type":"error"'
+_HELLO = b'{"type":"hello"'
+_MEMBER = b'{"id":'  # one per record in a snapshot's member list
+_LAST = b'"last":true}'
+
+# (kind, member id, reason, monotonic time): what a watcher hears
+Watch = Callable[[str, str, str, float], None]
+
+
+def hello_frame(index: int, prefix: str = "c") -> tuple[str, bytes]:
+    """A fresh id and the hello frame a node with that id would send."""
+    member_id = f"{prefix}{index:06d}-{secrets.token_hex(8)}"
+    address = f"127.0.0.1:{10000 + index % 50000}"
+    hello = Hello(
+        id=member_id,
+        name=f"{prefix}{index}",
+        address=address,
+        incarnation=1,
+        nonce=secrets.token_hex(32),
+    )
+    return member_id, encode_frame(hello)
+
+
+class RawClient(asyncio.Protocol):
+    """Counts members from the snapshot (parts) and the deltas after it."""
+
+    def __init__(
+        self,
+        index: int,
+        expect: int,
+        on_done: Callable[[RawClient], None] | None = None,
+        watch: Watch | None = None,
+        prefix: str = "c",
+    ) -> None:
+        self.id, self._hello = hello_frame(index, prefix)
+        self.expect = expect
+        self.members = 0
+        self.received = 0  # bytes, the distributor's hello and heartbeats included
+        self.done_at: float | None = None
+        self.error: str | None = None
+        self.closed = False
+        self.answered = asyncio.Event()  # the distributor's hello came back: it accepted us
+        self.transport: asyncio.Transport | None = None
+        self._on_done = on_done
+        self._watch = watch
+        self._buffer = bytearray()
+        self._pending = 0  # records in snapshot parts before the last one
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, so no isinstance here
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._hello)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.answered.set()  # nobody waits for an answer that cannot come
+        if self.done_at is None and self.error is None:
+            self.error = f"closed by the distributor: {exc!r}" if exc else "closed"
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        buffer = self._buffer
+        buffer += data
+        end = len(buffer)
+        pos = 0
+        while end - pos >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, pos)
+            start = pos + 4
+            if end - start < length:
+                break
+            pos = start + length
+            self._frame(buffer, start, pos)
+        del buffer[:pos]
+        if self.done_at is None and self.members == self.expect:
+            self.done_at = time.monotonic()
+            if self._on_done is not None:
+                self._on_done(self)
+
+    def _frame(self, buffer: bytearray, start: int, stop: int) -> None:
+        if buffer.startswith(_JOINED, start):
+            self.members += 1
+            if self._watch is not None:
+                self._report("joined", buffer[start:stop])
+        elif buffer.startswith(_LEFT, start):
+            self.members -= 1
+            if self._watch is not None:
+                self._report("left", buffer[start:stop])
+        elif buffer.startswith(_SNAPSHOT, start):
+            # the naive mode sends a whole new list each time: the last part replaces the count
+            self._pending += buffer.count(_MEMBER, start, stop)
+            if buffer.endswith(_LAST, start, stop):
+                self.members, self._pending = self._pending, 0
+        elif buffer.startswith(_HELLO, start):
+            self.answered.set()
+        elif buffer.startswith(_ERROR, start):
+            self.error = orjson.loads(buffer[start:stop]).get("message", "error frame")
+
+    def _report(self, kind: str, body: bytearray) -> None:
+        assert self._watch is not None
+        obj = orjson.loads(body)
+        self._watch(kind, obj["member"]["id"], obj.get("reason", ""), time.monotonic())
+
+
+async def connect(
+    loop: asyncio.AbstractEventLoop, client: RawClient, port: int, host: str = "127.0.0.1"
+) -> None:
+    """Dial; a failure is kept on the client as its error rather than raised."""
+    try:
+        await loop.create_connection(lambda: client, host, port)
+    except OSError as exc:
+        client.error = f"connect failed: {exc!r}"
+        client.closed = True
+        client.answered.set()
+
+
+async def heartbeats(clients: list[RawClient], interval: float = 1.0) -> None:
+    """A beat on every open link each interval, so the distributor keeps them all."""
+    while True:
+        await asyncio.sleep(interval)
+        for client in clients:
+            if not client.closed:
+                client.send(HEARTBEAT)
