@@ -8,16 +8,11 @@ O(N^2) bytes in all and a storm O(N^3).
 
 from __future__ import annotations
 
-import asyncio
-import secrets
+import functools
 
-from distributor.__main__ import parse
-from distributor.http import make_app
-from distributor.registry import Registry
+from distributor.__main__ import parse, serve
 from distributor.server import DistributorServer
-from shared.config import ServerConfig, join_address
-from shared.connection import LoopLag
-from shared.program import listen_or_fail, run_program, start_api
+from shared.program import run_program
 from shared.wire import Message
 
 
@@ -26,21 +21,5 @@ class NaiveServer(DistributorServer):
         self._queue(self._snapshot())  # the whole list in place of the delta
 
 
-async def serve(config: ServerConfig, lag: LoopLag, stop: asyncio.Event) -> None:
-    registry = Registry(epoch=secrets.token_hex(8), max_members=config.tuning.max_members)
-    server = NaiveServer(registry, config.tuning, lag)
-    await listen_or_fail(
-        "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
-    )
-    try:
-        runner = await start_api(make_app(registry), config)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-    finally:
-        await server.stop()
-
-
 if __name__ == "__main__":
-    run_program("naive-distributor", parse, serve)
+    run_program("naive-distributor", parse, functools.partial(serve, server_class=NaiveServer))

@@ -27,10 +27,13 @@ def parse(argv: list[str]) -> distributor_config.DistributorConfig:
 
 
 async def serve(
-    config: distributor_config.DistributorConfig, lag: LoopLag, stop: asyncio.Event
+    config: distributor_config.DistributorConfig,
+    lag: LoopLag,
+    stop: asyncio.Event,
+    server_class: type[DistributorServer] = DistributorServer,  # bench/naive.py swaps it
 ) -> None:
     registry = Registry(epoch=secrets.token_hex(8), max_members=config.tuning.max_members)
-    server = DistributorServer(registry, config.tuning, lag)
+    server = server_class(registry, config.tuning, lag)
     await listen_or_fail(
         "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
     )

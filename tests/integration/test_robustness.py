@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 import orjson
 import pytest
 
+from bench.fuzz import tls_client_hello
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import Error, Heartbeat, Hello, Member, MemberLeft, Snapshot
 from tests.integration.cluster import (
@@ -46,15 +46,6 @@ def pair(make_cluster):
     nodes = [cluster.node(n, {"MESH_HANDSHAKE_TIMEOUT": "1"}) for n in ("a", "b")]
     ids = wait_for("a full mesh", lambda: full_mesh(nodes))
     return cluster, distributor, nodes, ids
-
-
-def tls_client_hello() -> bytes:
-    """The first bytes a TLS client sends (a ClientHello record), made by Python's ssl."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="mesh")
-    with contextlib.suppress(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
 
 
 def raw_frame(obj: object) -> bytes:
