@@ -361,9 +361,6 @@ class Mesh:
     def _heartbeat_frame(self) -> bytes:
         return encode_frame(Heartbeat(self._digest()))
 
-    def _members_window(self) -> float:
-        return self.tuning.heartbeat_timeout + self.lag.current
-
     def _on_sync(self, peer: Peer, session: Session, message: Message) -> None:
         link = session.link
         now = asyncio.get_running_loop().time()
@@ -371,7 +368,8 @@ class Mesh:
         spacing = SYNC_SPACING_BEATS * self.tuning.heartbeat_interval
         if isinstance(message, Members):
             # taken only at link start or when we asked: a peer cannot flood us with lists
-            if now - max(session.started, peer.last_sync_request) <= self._members_window():
+            asked = max(session.started, peer.last_sync_request)
+            if now - asked <= self.tuning.heartbeat_timeout + self.lag.since(asked, now):
                 self._on_changes(self.membership.merge(message, time.monotonic()))
         elif isinstance(message, SyncRequest):
             if now - peer.last_sync_answer >= self.tuning.heartbeat_interval:

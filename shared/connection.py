@@ -44,26 +44,45 @@ CLOSE_GRACE = 0.5  # seconds to flush a closing link; shutdown must fit in 2 s
 
 
 class LoopLag:
-    """How late this process's own timers fire (memberlist's awareness).
+    """When this process's own timers fired late (memberlist's awareness).
 
-    Added to every liveness timeout, so a stalled process does not blame its
-    peers for its own stall.
+    A liveness timeout is stretched by the stalls since the last frame came in,
+    so a stalled process does not blame its peers for its own stall. Stalls that
+    ended before that frame excuse nothing: a thawed process is as quick as ever
+    to notice a peer that froze after it thawed.
     """
+
+    STALL = 0.05  # lateness below this is scheduling noise, not a stall
 
     def __init__(self, interval: float = 0.1, window: float = 10.0) -> None:
         self.interval = interval
-        self._samples: collections.deque[float] = collections.deque(maxlen=int(window / interval))
+        # (loop time it ended, seconds): only real stalls, so usually empty and cheap to scan
+        self._stalls: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=int(window / interval)
+        )
+        self._due: float | None = None  # when the sampler should wake next
 
-    @property
-    def current(self) -> float:
-        return max(self._samples, default=0.0)
+    def since(self, start: float, now: float) -> float:
+        """Seconds this loop was stalled between loop times `start` and `now`.
+
+        A stall still going on (the sampler itself is late) counts so far.
+        """
+        stalled = sum(min(length, ended - start) for ended, length in self._stalls if ended > start)
+        if self._due is not None and now - self._due > self.STALL:
+            stalled += now - max(start, self._due)
+        return stalled
+
+    def tick(self, now: float) -> None:
+        """The sampler woke at loop time `now`: note how late that was, and the next due time."""
+        if self._due is not None and now - self._due > self.STALL:
+            self._stalls.append((now, now - self._due))
+        self._due = now + self.interval
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            started = loop.time()
+            self.tick(loop.time())
             await asyncio.sleep(self.interval)
-            self._samples.append(max(0.0, loop.time() - started - self.interval))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +247,17 @@ class Link:
     async def receive_alive(self) -> Message:
         """The next message, or LinkDown after heartbeat silence (plus our own lag)."""
         while True:
-            deadline = self.last_received + self.tuning.heartbeat_timeout + self.lag.current
             try:
-                return await self.receive(deadline)
+                return await self.receive(self._silence_deadline())
             except LinkDown as exc:
-                # our own stall may have grown while we waited: give the peer that too
-                grace = self.last_received + self.tuning.heartbeat_timeout + self.lag.current
-                if exc.end.reason != "timeout" or self._loop.time() >= grace:
+                # we may have stalled while we waited: give the peer that too
+                if exc.end.reason != "timeout" or self._loop.time() >= self._silence_deadline():
                     raise
+
+    def _silence_deadline(self) -> float:
+        """Loop time the peer's silence becomes its death: our own stalls since don't count."""
+        stalled = self.lag.since(self.last_received, self._loop.time())
+        return self.last_received + self.tuning.heartbeat_timeout + stalled
 
     async def handshake(self, mine: Hello, *, dialer: bool) -> Hello:
         """Exchange hellos (the dialer speaks first) and, with a secret, prove it both ways.

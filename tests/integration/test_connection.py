@@ -1,12 +1,14 @@
-"""The Listener in process, on loopback: what it does with its connections when stopped."""
+"""The connection edge in process, on loopback: the Listener when stopped, Link liveness."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
 from shared.config import Tuning
-from shared.connection import Link, Listener, LoopLag, open_link
+from shared.connection import Link, LinkDown, Listener, LoopLag, open_link
 from shared.wire import Hello
 
 TUNING = Tuning()
@@ -51,3 +53,29 @@ async def test_stop_while_a_link_is_closing_is_quiet_and_drops_the_socket() -> N
     finally:
         client.abort()
         loop.set_exception_handler(None)
+
+
+async def test_a_stall_that_ended_before_the_last_frame_does_not_delay_a_silent_peer() -> None:
+    """A process thawed after a long freeze notices a peer that goes silent afterwards
+    within the heartbeat timeout, not the timeout plus its own old freeze."""
+    loop = asyncio.get_running_loop()
+    server = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)  # silent
+    port = server.sockets[0].getsockname()[1]
+    tuning = Tuning(heartbeat_interval=0.1, heartbeat_timeout=0.3)
+    lag = LoopLag()
+    link = await open_link("127.0.0.1", port, tuning, lag)
+    now = loop.time()
+    lag.tick(now - 1001.0)
+    for step in range(11):  # a 1000 s freeze that ended a second ago, on time since
+        lag.tick(now - 1.0 + step * 0.1)
+    link.last_received = loop.time()  # a frame after the thaw
+    sampler = asyncio.create_task(lag.run())
+    try:
+        async with asyncio.timeout(30):
+            with pytest.raises(LinkDown) as caught:
+                await link.receive_alive()
+        assert caught.value.end.reason == "timeout"
+    finally:
+        sampler.cancel()
+        link.abort()
+        server.close()
