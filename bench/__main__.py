@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import memory, messaging, propagation, report, storm
+from bench import detection, memory, messaging, propagation, report, storm
 from bench.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
@@ -43,6 +43,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--smoke", action="store_true", help="a tiny run that proves it works")
     parser.add_argument("--out", type=Path, help="directory for the JSON and PNG")
     parser.add_argument("--budget", type=float, help="seconds each storm size may take (60)")
+    parser.add_argument(
+        "--detection-trials",
+        type=int,
+        help="trials per fault of the container detection benchmark (20; 0 skips it; "
+        "never in --smoke: it needs the image `make setup` builds)",
+    )
     parser.add_argument(
         "--profile", type=Path, help="run each storm's distributor under cProfile, stats here"
     )
@@ -78,6 +84,10 @@ def main(argv: list[str]) -> int:
         "messaging": msg,
         "memory": mem,
     }
+    trials = 0 if smoke else args.detection_trials if args.detection_trials is not None else 20
+    if trials:
+        print("detection (containers)", flush=True)
+        results["detection"] = detection.measure(trials)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     json_path = out / f"{stamp}.json"
     png = report.write(results, json_path)

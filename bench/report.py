@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import detection
+
 GOALS = (
     "goals (printed, never asserted): storm N=400 under 0.3 s, N=10,000 under 10 s, "
     "bytes ~ N^2 in all (O(N) an event); mesh rps >= 0.8 x bare echo"
@@ -91,9 +93,10 @@ def text(results: dict[str, Any]) -> str:
         "",
         f"memory: idle node {mem['idle_node_mb']} MB RSS, "
         f"node with 100 peers {mem['node_100_peers_mb']} MB RSS",
-        "",
-        GOALS,
     ]
+    if "detection" in results:
+        out += ["", detection.table(results["detection"])]
+    out += ["", GOALS]
     return "\n".join(out)
 
 

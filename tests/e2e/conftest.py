@@ -13,11 +13,9 @@ a failure. A missing `docker compose` (v2) is always a failure that says so.
 
 import os
 import subprocess
-import time
-import uuid
 
 import pytest
-from e2e_harness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, ROOT, Mesh
+from e2e_harness import ROOT, compose_project
 
 
 def _unavailable(why: str) -> None:
@@ -65,57 +63,7 @@ def docker_client():
 @pytest.fixture(scope="module")
 def mesh(docker_client, record_figure):
     """Builds the image (cached when nothing changed), starts a distributor and 5 nodes
-    under a unique project name, waits for the full mesh, and tears it all down after."""
-    from testcontainers.compose import DockerCompose
-
-    project = f"mesh-e2e-{uuid.uuid4().hex[:8]}"
-    env = {
-        "COMPOSE_PROJECT_NAME": project,
-        "COMPOSE_ANSI": "never",  # plain logs in build/e2e-logs
-        "MESH_NODES": "5",
-        "MESH_DISTRIBUTOR_HTTP_PORT": "0",
-        "MESH_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
-        "MESH_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-        "MESH_RETRY_MAX": "1",
-        "MESH_LOG_LEVEL": "info",
-        "MESH_HEALTHCHECK_INTERVAL": "2s",
-        # The default: `docker kill`/`docker compose kill` leave a container down, and the
-        # tests check that they do.
-        "MESH_RESTART": "unless-stopped",
-    }
-    compose = DockerCompose(ROOT, build=True, pull=False, wait=True)
-    with pytest.MonkeyPatch.context() as env_patch:
-        for key, value in env.items():
-            env_patch.setenv(key, value)
-        mesh = Mesh(compose, project, docker_client, record_figure)
-        t0 = time.monotonic()
-        try:
-            compose.start()  # up --build --wait: every container healthy
-            record_figure("compose up --build --wait (5 nodes)", time.monotonic() - t0)
-            yield mesh
-            # a process that crashed was restarted by its policy, with a new id, silently
-            crashed = {
-                c.name: c.attrs["RestartCount"]
-                for c in docker_client.containers.list(
-                    all=True, filters={"label": f"com.docker.compose.project={project}"}
-                )
-                if c.attrs["RestartCount"]
-            }
-            assert not crashed, f"containers restarted after a crash: {crashed}"
-        finally:
-            mesh.dump_logs()  # before `down`, so a failed start leaves its logs too
-            try:
-                compose.stop()  # down --volumes: containers and the network
-            finally:
-                _remove_leftovers(docker_client, project)
-
-
-def _remove_leftovers(client, project: str) -> None:
-    """After `down`: anything of the project still there (a failed down) is removed."""
-    label = {"label": f"com.docker.compose.project={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True, v=True)
-    for network in client.networks.list(filters=label):
-        network.remove()
-    # earlier builds of our image that this run's build untagged (as scripts/setup.sh does)
-    client.images.prune(filters={"dangling": True, "label": "org.opencontainers.image.title=mesh"})
+    under a unique project name, waits until all are healthy, and tears it all down after
+    (e2e_harness.compose_project)."""
+    with compose_project(docker_client, record_figure, nodes=5) as mesh:
+        yield mesh

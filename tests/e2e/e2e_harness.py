@@ -1,5 +1,6 @@
 """The e2e harness: a running compose project, its containers and their HTTP APIs, and
-ways to wait and to sample. Used by conftest.py's `mesh` fixture and by the tests.
+ways to wait and to sample. Used by conftest.py's `mesh` fixture, by the tests, by the chaos
+test's own project and by bench/detection.py (`compose_project`).
 
 From the host the tests reach containers only through ports published on 127.0.0.1.
 """
@@ -10,7 +11,9 @@ import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,6 +271,37 @@ class Mesh:
         self.figure(f"full mesh of {count} nodes reached after", time.monotonic() - t0)
         return ids
 
+    def peer_links(self, nodes: list[Replica], ids: dict[str, str]) -> dict[tuple[str, str], str]:
+        """(container name, peer id) -> the link's `since` (when its state last changed), for
+        every link among these nodes; raises NotYet unless they are all `connected`."""
+        links = {}
+        for name, st in self.statuses(nodes).items():
+            if st is None:
+                raise NotYet(f"{name} did not answer /v1/status")
+            peers = {p["id"]: p for p in st["peers"]}
+            for peer_id in (i for n, i in ids.items() if n != name):
+                peer = peers.get(peer_id)
+                if peer is None or peer["state"] != "connected":
+                    raise NotYet(f"{name}: the link to {peer_id} is {peer}")
+                links[name, peer_id] = peer["since"]
+        return links
+
+    def links_problem(
+        self, nodes: list[Replica], ids: dict[str, str], links: dict[tuple[str, str], str]
+    ) -> str | None:
+        """None while every link in `links` (from `peer_links`) is still `connected` with the
+        same `since`: it was never closed, not even briefly between two samples; else the
+        first problem found, in words."""
+        statuses = self.statuses(nodes)
+        for (name, peer_id), since in links.items():
+            st = statuses.get(name)
+            if st is None:
+                return f"{name} did not answer /v1/status"
+            peer = next((p for p in st["peers"] if p["id"] == peer_id), None)
+            if peer is None or peer["state"] != "connected" or peer["since"] != since:
+                return f"{name}: the link to {peer_id} (connected since {since}) is now {peer}"
+        return None
+
     def _see_logs(self) -> str:
         return f" (the containers' logs: {self.log_path.relative_to(ROOT)})"
 
@@ -277,6 +311,71 @@ class Mesh:
             self.log_path.write_text(self.run("logs", "--no-color", "--timestamps", timeout=60))
         except (AssertionError, OSError, subprocess.SubprocessError) as exc:
             self.log_path.write_text(f"could not read the logs: {exc}\n")
+
+
+@contextmanager
+def compose_project(
+    client, record_figure, nodes: int = 5, prefix: str = "mesh-e2e", **env: str
+) -> Iterator[Mesh]:
+    """Builds the image (cached when nothing changed), starts a distributor and `nodes`
+    nodes under a unique project name (`prefix`-<random>), yields the Mesh once every
+    container is healthy, and tears it all down after, also on failure: the logs are saved
+    to build/e2e-logs, then `down --volumes` and whatever of the project is left is removed.
+    `env` overrides the compose environment below (e.g. MESH_HEARTBEAT_INTERVAL="1")."""
+    from testcontainers.compose import DockerCompose
+
+    project = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    environment = {
+        "COMPOSE_PROJECT_NAME": project,
+        "COMPOSE_ANSI": "never",  # plain logs in build/e2e-logs
+        "MESH_NODES": str(nodes),
+        "MESH_DISTRIBUTOR_HTTP_PORT": "0",
+        "MESH_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+        "MESH_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+        "MESH_RETRY_MAX": "1",
+        "MESH_LOG_LEVEL": "info",
+        "MESH_HEALTHCHECK_INTERVAL": "2s",
+        # The default: `docker kill`/`docker compose kill` leave a container down, and the
+        # tests check that they do.
+        "MESH_RESTART": "unless-stopped",
+        **env,
+    }
+    compose = DockerCompose(ROOT, build=True, pull=False, wait=True)
+    with pytest.MonkeyPatch.context() as env_patch:
+        for key, value in environment.items():
+            env_patch.setenv(key, value)
+        mesh = Mesh(compose, project, client, record_figure)
+        t0 = time.monotonic()
+        try:
+            compose.start()  # up --build --wait: every container healthy
+            record_figure(f"compose up --build --wait ({nodes} nodes)", time.monotonic() - t0)
+            yield mesh
+            # a process that crashed was restarted by its policy, with a new id, silently
+            crashed = {
+                c.name: c.attrs["RestartCount"]
+                for c in client.containers.list(
+                    all=True, filters={"label": f"com.docker.compose.project={project}"}
+                )
+                if c.attrs["RestartCount"]
+            }
+            assert not crashed, f"containers restarted after a crash: {crashed}"
+        finally:
+            mesh.dump_logs()  # before `down`, so a failed start leaves its logs too
+            try:
+                compose.stop()  # down --volumes: containers and the network
+            finally:
+                _remove_leftovers(client, project)
+
+
+def _remove_leftovers(client, project: str) -> None:
+    """After `down`: anything of the project still there (a failed down) is removed."""
+    label = {"label": f"com.docker.compose.project={project}"}
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters=label):
+        network.remove()
+    # earlier builds of our image that this run's build untagged (as scripts/setup.sh does)
+    client.images.prune(filters={"dangling": True, "label": "org.opencontainers.image.title=mesh"})
 
 
 def _short(value: Any, limit: int = 400) -> str:

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.e2e
 
 NODE_PORT = 9010
 HOLD = 10.0  # seconds the mesh must stay whole with the distributor dead
+PAUSED_HOLD = 5.0  # seconds the links must stay up once all noticed the frozen distributor
 
 
 def _rest(ids: dict[str, str], victim) -> dict[str, str]:
@@ -58,6 +59,15 @@ def _fault_until_dropped(mesh, index: int, fault, undo, what: str, figure: str):
     return nodes, ids, victim
 
 
+def _all_noticed(mesh, nodes) -> dict:
+    """The nodes' statuses once each reports distributors[0].state != 'connected'."""
+    statuses = mesh.statuses(nodes)
+    for name, st in statuses.items():
+        if st is None or st["distributors"][0]["state"] == "connected":
+            raise NotYet(f"{name}: distributors[0] = {st and st['distributors'][0]}")
+    return statuses
+
+
 def _healthy(replica) -> bool:
     replica.container.reload()
     return replica.container.attrs["State"]["Health"]["Status"] == "healthy"
@@ -92,6 +102,57 @@ def test_five_nodes_form_a_full_mesh(mesh):
         )
 
 
+def test_distributor_paused_nodes_notice_keep_every_link_and_reregister(mesh):
+    """A frozen distributor (docker pause) is found by heartbeat silence, not by a close;
+    no peer link is closed, not even briefly (each keeps its `since`), sampled every 200 ms
+    from the pause until all are registered again; after the unpause all 5 re-register."""
+    nodes = mesh.nodes()
+    ids = mesh.node_ids(nodes)
+    links = mesh.wait_until(lambda: mesh.peer_links(nodes, ids), "every link is connected")
+    assert len(links) == 5 * 4
+    distributor = mesh.distributor
+    epoch = distributor.get("/v1/members")["epoch"]
+
+    def links_unchanged() -> str | None:
+        return mesh.links_problem(nodes, ids, links)
+
+    t0 = time.monotonic()
+    distributor.container.pause()
+    try:
+        mesh.wait_until(
+            lambda: _all_noticed(mesh, nodes),
+            "every node reports distributors[0].state != 'connected' (heartbeat silence)",
+            invariant=links_unchanged,
+        )
+        mesh.figure(
+            f"distributor pause: noticed by all 5 nodes (heartbeat timeout "
+            f"{HEARTBEAT_TIMEOUT:.0f} s) after",
+            time.monotonic() - t0,
+        )
+        samples = mesh.hold(
+            PAUSED_HOLD,
+            lambda: links_unchanged() or mesh.mesh_problem(nodes, ids, "not connected"),
+            f"every link, with the distributor frozen, over {PAUSED_HOLD:.0f} s",
+        )
+        mesh.figure("distributor paused: samples of unchanged links", samples, "samples")
+    finally:
+        distributor.container.unpause()
+
+    t0 = time.monotonic()
+    mesh.wait_until(
+        lambda: mesh.full_mesh(nodes, ids),
+        "after the unpause, the distributor lists all 5 and each reports it 'connected'",
+        invariant=links_unchanged,
+    )
+    mesh.figure("distributor unpause: all 5 re-registered after", time.monotonic() - t0)
+    assert distributor.get("/v1/members")["epoch"] == epoch, "the same run: the same epoch"
+    mesh.hold(
+        3.0,
+        lambda: links_unchanged() or mesh.mesh_problem(nodes, ids),
+        "every link once all re-registered",
+    )
+
+
 def test_distributor_killed_nodes_keep_their_mesh_and_retry(mesh):
     nodes = mesh.nodes()
     ids = mesh.node_ids(nodes)
@@ -103,15 +164,8 @@ def test_distributor_killed_nodes_keep_their_mesh_and_retry(mesh):
     t0 = time.monotonic()
     distributor.container.kill()
 
-    def all_noticed() -> dict:
-        statuses = mesh.statuses(nodes)
-        for name, st in statuses.items():
-            if st is None or st["distributors"][0]["state"] == "connected":
-                raise NotYet(f"{name}: distributors[0] = {st and st['distributors'][0]}")
-        return statuses
-
     statuses = mesh.wait_until(
-        all_noticed,
+        lambda: _all_noticed(mesh, nodes),
         "every node reports distributors[0].state != 'connected'",
         invariant=lambda: mesh.mesh_problem(nodes, ids, distributor=None),
     )
