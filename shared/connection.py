@@ -67,7 +67,11 @@ class LoopLag:
 
         A stall still going on (the sampler itself is late) counts so far.
         """
-        stalled = sum(min(length, ended - start) for ended, length in self._stalls if ended > start)
+        stalled = 0.0
+        for ended, length in reversed(self._stalls):  # newest first: stop at the older ones
+            if ended <= start:
+                break
+            stalled += min(length, ended - start)
         if self._due is not None and now - self._due > self.STALL:
             stalled += now - max(start, self._due)
         return stalled
