@@ -7,7 +7,10 @@ From the host the tests reach containers only through ports published on 127.0.0
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -324,7 +327,8 @@ def compose_project(
     `env` overrides the compose environment below (e.g. MESH_HEARTBEAT_INTERVAL="1")."""
     from testcontainers.compose import DockerCompose
 
-    project = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _remove_orphans(client)
+    project = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     environment = {
         "COMPOSE_PROJECT_NAME": project,
         "COMPOSE_ANSI": "never",  # plain logs in build/e2e-logs
@@ -365,6 +369,40 @@ def compose_project(
                 compose.stop()  # down --volumes: containers and the network
             finally:
                 _remove_leftovers(client, project)
+
+
+# our projects are named <prefix>-<pid of the test process>-<random>
+_OURS = re.compile(r"^mesh-(?:e2e|chaos|bench)-(\d+)-[0-9a-f]{8}$")
+
+
+# a run in another PID namespace looks dead to us: only projects this old are orphans
+ORPHAN_AGE = datetime.timedelta(hours=1)
+
+
+def _remove_orphans(client) -> None:
+    """Projects of an earlier run whose process is gone (killed before its teardown, e.g. a
+    CI timeout) and that started over an hour ago are removed: their containers would run
+    on for ever (restart: unless-stopped)."""
+    now = datetime.datetime.now(datetime.UTC)
+    started: dict[str, datetime.datetime] = {}
+    for c in client.containers.list(all=True, filters={"label": "com.docker.compose.project"}):
+        project = c.labels.get("com.docker.compose.project", "")
+        created = datetime.datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z") + "+00:00")
+        started[project] = min(created, started.get(project, created))
+    for project, created in sorted(started.items()):
+        match = _OURS.match(project)
+        if match and now - created > ORPHAN_AGE and not _alive(int(match.group(1))):
+            _remove_leftovers(client, project)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process, alive
+        return True
+    return True
 
 
 def _remove_leftovers(client, project: str) -> None:
