@@ -91,10 +91,13 @@ def run_point(
             parent, child = ctx.Pipe()
             worker = ctx.Process(target=_worker, args=(port, first, count, n, budget, child))
             worker.start()
+            child.close()  # the worker's end only: its death then ends our recv() (EOFError)
             pipes.append(parent)
             procs.append(worker)
         try:
             for pipe in pipes:
+                if not pipe.poll(60):
+                    raise RuntimeError("a storm worker did not start")
                 pipe.recv()  # ready
             start = time.monotonic() + 0.2
             for pipe in pipes:

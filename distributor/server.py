@@ -36,6 +36,7 @@ class DistributorServer:
         self._outbox: list[bytes] = []
         self._late: dict[str, int] = {}
         self._next_flush = 0.0  # monotonic time before which a flush waits (see _flush)
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def start(self, host: str, port: int) -> None:
         self.address = join_address(host, await self._listener.start(host, port))
@@ -58,12 +59,15 @@ class DistributorServer:
         self._queue(encode_frame(message, self.tuning.max_frame))
 
     def _queue(self, data: bytes) -> None:
-        if not self._outbox:
+        if self._flush_timer is None:
             delay = max(0.0, self._next_flush - time.monotonic())
-            asyncio.get_running_loop().call_later(delay, self._flush)
+            self._flush_timer = asyncio.get_running_loop().call_later(delay, self._flush)
         self._outbox.append(data)
 
     def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()  # stop() flushes before the timer is due
+            self._flush_timer = None
         frames, late = self._outbox, self._late
         self._outbox, self._late = [], {}
         if not frames:

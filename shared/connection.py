@@ -396,6 +396,7 @@ class Listener:
         self._handshaking = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
+        self._closing = False
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port."""
@@ -413,6 +414,7 @@ class Listener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in self._tasks:
@@ -420,6 +422,11 @@ class Listener:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            # accepted before stop() but handed to us after it (a TLS handshake that ended
+            # late): stop() has already waited for our tasks, so this one must not start
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

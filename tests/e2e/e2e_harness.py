@@ -16,11 +16,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -385,14 +386,18 @@ def _remove_orphans(client) -> None:
     on for ever (restart: unless-stopped)."""
     now = datetime.datetime.now(datetime.UTC)
     started: dict[str, datetime.datetime] = {}
-    for c in client.containers.list(all=True, filters={"label": "com.docker.compose.project"}):
+    every = {"label": "com.docker.compose.project"}
+    for c in client.containers.list(all=True, filters=every, ignore_removed=True):
         project = c.labels.get("com.docker.compose.project", "")
         created = datetime.datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z") + "+00:00")
         started[project] = min(created, started.get(project, created))
     for project, created in sorted(started.items()):
         match = _OURS.match(project)
         if match and now - created > ORPHAN_AGE and not _alive(int(match.group(1))):
-            _remove_leftovers(client, project)
+            try:
+                _remove_leftovers(client, project)
+            except docker.errors.APIError as exc:  # e.g. another run removing it right now
+                print(f"leftover project {project} not removed: {exc}")
 
 
 def _alive(pid: int) -> bool:
@@ -408,10 +413,12 @@ def _alive(pid: int) -> bool:
 def _remove_leftovers(client, project: str) -> None:
     """After `down`: anything of the project still there (a failed down) is removed."""
     label = {"label": f"com.docker.compose.project={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True, v=True)
+    for container in client.containers.list(all=True, filters=label, ignore_removed=True):
+        with suppress(docker.errors.NotFound):  # gone meanwhile: what we wanted
+            container.remove(force=True, v=True)
     for network in client.networks.list(filters=label):
-        network.remove()
+        with suppress(docker.errors.NotFound):
+            network.remove()
     # earlier builds of our image that this run's build untagged (as scripts/setup.sh does)
     client.images.prune(filters={"dangling": True, "label": "org.opencontainers.image.title=mesh"})
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.config import Tuning
+from shared.config import Tls, Tuning
 from shared.connection import Link, LinkDown, Listener, LoopLag, open_link
 from shared.wire import Hello
+from tests.integration.test_tls import make_ca
 
 TUNING = Tuning()
 
@@ -53,6 +57,38 @@ async def test_stop_while_a_link_is_closing_is_quiet_and_drops_the_socket() -> N
     finally:
         client.abort()
         loop.set_exception_handler(None)
+
+
+async def test_a_tls_handshake_that_ends_after_stop_is_not_served(tmp_path: Path) -> None:
+    """The TLS handshake runs before the listener sees a connection; one that ends after
+    stop() must not start a link (on the distributor: a registration after the goodbye)."""
+    tls = Tls.from_env(make_ca(tmp_path, "member")["member"])
+    assert tls is not None
+    tuning = dataclasses.replace(TUNING, tls=tls)
+    served: list[Hello] = []
+
+    async def serve(_link: Link, peer: Hello) -> None:
+        served.append(peer)
+
+    listener = Listener(tuning, LoopLag(), lambda: hello("b"), serve)
+    port = await listener.start("127.0.0.1", 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setblocking(False)
+        await asyncio.sleep(0.2)  # accepted: the listener's TLS waits for our ClientHello
+        async with asyncio.timeout(5):
+            await listener.stop()
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=tls.client, server_hostname=""
+            )
+        client = Link(reader, writer, tuning, LoopLag())
+        try:
+            with pytest.raises(LinkDown):
+                async with asyncio.timeout(10):
+                    await client.handshake(hello("a"), dialer=True)
+        finally:
+            client.abort()
+    assert served == []
 
 
 async def test_a_stall_that_ended_before_the_last_frame_does_not_delay_a_silent_peer() -> None:
