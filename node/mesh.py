@@ -409,21 +409,31 @@ class Mesh:
             data = encode_frame(Request(request_id, method, body), self.tuning.max_frame)
         except FrameTooLarge as exc:
             raise RequestTooLarge(str(exc)) from None
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Response] = loop.create_future()
         session.pending[request_id] = future
+        # A timer on the future, not asyncio.timeout: this runs for every request, and
+        # the timer is the cheaper of the two (no task to look up, no cancellation).
+        deadline = loop.time() + timeout
+        expiry = loop.call_at(deadline, _time_out, future)
         try:
-            async with asyncio.timeout(timeout):
-                await session.link.send(data)
-                response = await future
+            await session.link.send(data, deadline)
+            response = await future
         except TimeoutError:
             raise RequestTimedOut(f"no answer from {peer.member.name} within {timeout} s") from None
         except LinkDown as exc:
             raise RequestFailed(f"link died mid-request: {exc}") from None
         finally:
+            expiry.cancel()
             session.pending.pop(request_id, None)
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body
+
+
+def _time_out(future: asyncio.Future[Response]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def log_crash(task: asyncio.Task[None]) -> None:

@@ -199,14 +199,26 @@ class Link:
             self.log.warning("link_aborted", why="peer is not reading its frames")
             self.writer.transport.abort()
 
-    async def send(self, data: Message | bytes) -> None:
-        """Send one frame and wait until the OS took it; LinkDown if it could not."""
-        try:
-            self.send_nowait(data)
-            async with asyncio.timeout(self.tuning.heartbeat_timeout):
-                await self.writer.drain()
-        except (OSError, TimeoutError) as exc:
-            raise LinkDown(LinkEnd("closed", f"send failed: {exc!r}")) from None
+    async def send(self, data: Message | bytes, deadline: float | None = None) -> None:
+        """Send one frame and wait until the OS took it; LinkDown if it could not.
+
+        The wait lasts a heartbeat timeout at most (a peer that reads nothing for that
+        long is as good as dead), or until the loop time `deadline`, then TimeoutError.
+        """
+        self.send_nowait(data)
+        # Only a backlog is waited for: the usual frame is taken at once, and a timeout
+        # armed for nothing would cost every request and response on the link.
+        if self.writer.transport.get_write_buffer_size():
+            dead = self._loop.time() + self.tuning.heartbeat_timeout
+            try:
+                async with asyncio.timeout_at(dead if deadline is None else min(deadline, dead)):
+                    await self.writer.drain()
+            except TimeoutError as exc:
+                if deadline is not None and deadline < dead:
+                    raise  # the caller's deadline, not the link's end
+                raise LinkDown(LinkEnd("closed", f"send failed: {exc!r}")) from None
+            except OSError as exc:
+                raise LinkDown(LinkEnd("closed", f"send failed: {exc!r}")) from None
         if self.writer.is_closing():
             raise LinkDown(LinkEnd("closed", "link is closed"))
 

@@ -91,6 +91,43 @@ async def test_a_tls_handshake_that_ends_after_stop_is_not_served(tmp_path: Path
     assert served == []
 
 
+async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the_link_end() -> None:
+    """Link.send waits only for a backlog: until the caller's deadline (TimeoutError, the
+    link stays) or, without one, a heartbeat timeout (LinkDown)."""
+    tuning = dataclasses.replace(TUNING, heartbeat_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_read(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    listening = socket.socket()
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited when accepted
+    listening.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(never_read, sock=listening)
+    dialing = socket.socket()
+    dialing.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    dialing.setblocking(False)
+    await loop.sock_connect(dialing, listening.getsockname())
+    reader, writer = await asyncio.open_connection(sock=dialing)
+    link = Link(reader, writer, tuning, LoopLag())
+    try:
+        await link.send(b"x" * 16)  # nothing waiting: taken at once
+        await asyncio.sleep(0)  # a new loop iteration: the next frame is written, not queued
+        with pytest.raises(TimeoutError):  # the deadline's end: not a LinkDown
+            await link.send(b"x" * 1_000_000, deadline=loop.time() + 0.2)  # over the buffers
+        assert not writer.is_closing()
+        with pytest.raises(LinkDown):
+            async with asyncio.timeout(10):
+                await link.send(b"x")
+    finally:
+        link.abort()
+        for accepted_writer in accepted:
+            accepted_writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_stall_that_ended_before_the_last_frame_does_not_delay_a_silent_peer() -> None:
     """A process thawed after a long freeze notices a peer that goes silent afterwards
     within the heartbeat timeout, not the timeout plus its own old freeze."""
