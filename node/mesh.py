@@ -426,6 +426,8 @@ class Mesh:
         finally:
             expiry.cancel()
             session.pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # set while we waited on the send: seen, not logged as lost
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body

@@ -436,8 +436,9 @@ class Listener:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:
             # accepted before stop() but handed to us after it (a TLS handshake that ended
-            # late): stop() has already waited for our tasks, so this one must not start
-            writer.close()
+            # late): stop() has already waited for our tasks, so this one must not start;
+            # aborted, as a TLS close would wait for the peer's answer with no one awaiting it
+            writer.transport.abort()
             return
         task = asyncio.current_task()
         assert task is not None
