@@ -156,7 +156,8 @@ class Link:
         plain_heartbeat = encode_frame(Heartbeat())
         # the frame each beat sends; peers replace it with one carrying their digest
         self.heartbeat: Callable[[], bytes] = lambda: plain_heartbeat
-        # a peer that stops reading must not make us buffer without bound
+        # a peer that stops reading must not make us buffer without bound: with more than
+        # this left unread, the next write cuts it (so we hold this plus one burst at most)
         self._write_limit = 4 * tuning.max_frame + 64 * 1024
         self._unknown_types: set[str] = set()
         # frames sent after the first in this loop iteration, written as one at its end:
@@ -194,10 +195,13 @@ class Link:
             self._write(b"".join(queued))
 
     def _write(self, data: bytes) -> None:
-        self.writer.write(data)
+        # Judged by what the peer left of earlier writes, not by this one: a burst (one
+        # loop iteration's frames) over the limit is no sign of a peer that stopped reading.
         if self.writer.transport.get_write_buffer_size() > self._write_limit:
             self.log.warning("link_aborted", why="peer is not reading its frames")
             self.writer.transport.abort()
+            return
+        self.writer.write(data)
 
     async def send(self, data: Message | bytes, deadline: float | None = None) -> None:
         """Send one frame and wait until the OS took it; LinkDown if it could not.

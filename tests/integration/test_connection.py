@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,20 +93,28 @@ async def test_a_tls_handshake_that_ends_after_stop_is_not_served(tmp_path: Path
     assert served == []
 
 
-async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the_link_end() -> None:
-    """Link.send waits only for a backlog: until the caller's deadline (TimeoutError, the
-    link stays) or, without one, a heartbeat timeout (LinkDown)."""
-    tuning = dataclasses.replace(TUNING, heartbeat_timeout=1.0)
+@contextlib.asynccontextmanager
+async def link_to_a_peer(tuning: Tuning, *, reads: bool) -> AsyncIterator[tuple[Link, bytearray]]:
+    """A Link to a local peer with small socket buffers, and what that peer has read
+    (nothing, when it does not read)."""
     loop = asyncio.get_running_loop()
-    accepted: list[asyncio.StreamWriter] = []
+    received = bytearray()
+    tasks: list[asyncio.Task[Any]] = []
+    writers: list[asyncio.StreamWriter] = []
 
-    async def never_read(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
+    async def read_all(reader: asyncio.StreamReader) -> None:
+        while data := await reader.read(1 << 16):
+            received.extend(data)
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        if reads:
+            tasks.append(asyncio.create_task(read_all(reader)))
 
     listening = socket.socket()
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited when accepted
     listening.bind(("127.0.0.1", 0))
-    server = await asyncio.start_server(never_read, sock=listening)
+    server = await asyncio.start_server(accept, sock=listening)
     dialing = socket.socket()
     dialing.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     dialing.setblocking(False)
@@ -112,20 +122,62 @@ async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the
     reader, writer = await asyncio.open_connection(sock=dialing)
     link = Link(reader, writer, tuning, LoopLag())
     try:
+        yield link, received
+    finally:
+        link.abort()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for peer_writer in writers:
+            peer_writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the_link_end() -> None:
+    """Link.send waits only for a backlog: until the caller's deadline (TimeoutError, the
+    link stays) or, without one, a heartbeat timeout (LinkDown)."""
+    loop = asyncio.get_running_loop()
+    tuning = dataclasses.replace(TUNING, heartbeat_timeout=1.0)
+    async with link_to_a_peer(tuning, reads=False) as (link, _):
         await link.send(b"x" * 16)  # nothing waiting: taken at once
         await asyncio.sleep(0)  # a new loop iteration: the next frame is written, not queued
         with pytest.raises(TimeoutError):  # the deadline's end: not a LinkDown
             await link.send(b"x" * 1_000_000, deadline=loop.time() + 0.2)  # over the buffers
-        assert not writer.is_closing()
+        assert not link.writer.is_closing()
         with pytest.raises(LinkDown):
             async with asyncio.timeout(10):
                 await link.send(b"x")
-    finally:
-        link.abort()
-        for accepted_writer in accepted:
-            accepted_writer.close()
-        server.close()
-        await server.wait_closed()
+
+
+async def test_a_peer_that_does_not_read_is_cut_before_our_buffer_grows_past_the_limit() -> None:
+    chunk = b"x" * 65536
+    limit = 4 * TUNING.max_frame + 64 * 1024  # what Link allows to wait unread
+    async with link_to_a_peer(TUNING, reads=False) as (link, _):
+        largest = 0
+        for _ in range(200):  # 13 MB, far over the limit
+            link.send_nowait(chunk)
+            await asyncio.sleep(0)
+            if link.writer.is_closing():
+                break
+            largest = max(largest, link.writer.transport.get_write_buffer_size())
+        assert link.writer.is_closing()
+        assert largest <= limit + len(chunk)
+
+
+async def test_a_burst_over_the_write_limit_to_a_peer_that_reads_is_not_cut() -> None:
+    """Frames queued in one loop iteration go out in one write; a burst of them bigger
+    than the limit is not a peer that does not read."""
+    frame = b"x" * TUNING.max_frame
+    async with link_to_a_peer(TUNING, reads=True) as (link, received):
+        for _ in range(6):  # 6 MiB in one iteration, over the 4 MiB limit
+            link.send_nowait(frame)
+        async with asyncio.timeout(20):
+            # polled: two conditions, one of them a transport's state with no event
+            while len(received) < 6 * len(frame) and not link.writer.is_closing():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert not link.writer.is_closing()
+        assert len(received) == 6 * len(frame)
 
 
 async def test_a_stall_that_ended_before_the_last_frame_does_not_delay_a_silent_peer() -> None:
