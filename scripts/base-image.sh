@@ -12,11 +12,11 @@ SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 RECIPE=2  # 2: merged /usr by mmdebstrap's hook, so no usrmerge and no perl (172 -> ~125 MB)
 
 made_by=$(docker image inspect -f '{{index .Config.Labels "mesh.base-recipe"}}' "$IMAGE" 2>/dev/null || true)
-old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 if [ "$made_by" = "$RECIPE" ]; then
     echo "base-image: $IMAGE exists ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
     exit 0
 fi
+old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)  # an earlier recipe's
 
 if ! command -v mmdebstrap >/dev/null 2>&1; then
     echo "base-image: installing mmdebstrap"

@@ -217,11 +217,9 @@ class Link:
             try:
                 async with asyncio.timeout_at(dead if deadline is None else min(deadline, dead)):
                     await self.writer.drain()
-            except TimeoutError as exc:
-                if deadline is not None and deadline < dead:
+            except OSError as exc:  # TimeoutError is one
+                if isinstance(exc, TimeoutError) and deadline is not None and deadline < dead:
                     raise  # the caller's deadline, not the link's end
-                raise LinkDown(LinkEnd("closed", f"send failed: {exc!r}")) from None
-            except OSError as exc:
                 raise LinkDown(LinkEnd("closed", f"send failed: {exc!r}")) from None
         if self.writer.is_closing():
             raise LinkDown(LinkEnd("closed", "link is closed"))
