@@ -7,11 +7,16 @@ the distributor: a node that sees a new epoch knows versions started over.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
+from shared.timefmt import rfc3339
 from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
+
+HISTORY = 1024  # events kept for watchers that reconnect (SSE's Last-Event-ID)
 
 
 class RegistrationRefused(Exception):
@@ -32,6 +37,22 @@ class Entry:
     def __post_init__(self) -> None:
         object.__setattr__(self, "record", orjson.dumps(self.member.to_dict()))
 
+    def document(self) -> dict[str, Any]:
+        """The record as /v1/members shows it: every field, and since when it is connected."""
+        return {**self.member.document(), "connected_since": rfc3339(self.connected_since)}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change, as watchers see it: member_joined (a join or an update) or member_left."""
+
+    delta: MemberJoined | MemberLeft
+    entry: Entry  # the record that joined, or the one that left
+
+    @property
+    def version(self) -> int:
+        return self.delta.version
+
 
 class Registry:
     def __init__(self, epoch: str, max_members: int = 10000) -> None:
@@ -39,6 +60,8 @@ class Registry:
         self.max_members = max_members
         self.version = 0
         self._entries: dict[str, Entry] = {}
+        # the last HISTORY events, oldest first, versions consecutive
+        self.history: collections.deque[Event] = collections.deque(maxlen=HISTORY)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,9 +90,18 @@ class Registry:
             )
         if old is None and len(self._entries) >= self.max_members:
             raise RegistrationRefused("full", f"the registry is full ({self.max_members} members)")
-        self._entries[member.id] = Entry(member, now)
-        self.version += 1
-        return MemberJoined(self.version, member), old.member if old else None
+        return self._record(Entry(member, now)), old.member if old else None
+
+    def update(self, member: Member) -> MemberJoined | None:
+        """A registered member's new record (services, tags, draining...): an upsert.
+
+        None when it is stale (not a newer incarnation of the registered entry) or
+        the id is not registered: an old record never replaces a newer one.
+        """
+        old = self._entries.get(member.id)
+        if old is None or member.incarnation <= old.member.incarnation:
+            return None
+        return self._record(Entry(member, old.connected_since))
 
     def unregister(self, member: Member, reason: str) -> MemberLeft | None:
         """Remove exactly this registration; None when it was already replaced or gone."""
@@ -78,7 +110,26 @@ class Registry:
             return None
         del self._entries[member.id]
         self.version += 1
-        return MemberLeft(self.version, member, reason)
+        left = MemberLeft(self.version, member, reason)
+        self.history.append(Event(left, entry))
+        return left
+
+    def _record(self, entry: Entry) -> MemberJoined:
+        self._entries[entry.member.id] = entry
+        self.version += 1
+        joined = MemberJoined(self.version, entry.member)
+        self.history.append(Event(joined, entry))
+        return joined
+
+    def events_after(self, version: int) -> list[Event] | None:
+        """The events after `version`, or None when some of them are no longer kept
+        (or `version` is from the future): the watcher needs a new snapshot then."""
+        if version > self.version:
+            return None
+        missed = self.version - version
+        if missed > len(self.history):
+            return None
+        return [self.history[-i] for i in range(missed, 0, -1)]  # from the right: O(missed)
 
     def records(self) -> list[bytes]:
         """Every member's encoded JSON, in snapshot order (see shared.snapshot.snapshot_frames)."""

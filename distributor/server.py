@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -17,15 +18,22 @@ from shared.config import Tuning, join_address
 from shared.connection import Link, LinkEnd, Listener, LoopLag
 from shared.framing import encode_frame
 from shared.snapshot import snapshot_frames
-from shared.wire import Error, Hello, Leave, Member, Message
+from shared.wire import Error, Hello, Leave, Member, Message, ProtocolError, Update
 
 log = structlog.get_logger()
 
 
 class DistributorServer:
-    def __init__(self, registry: Registry, tuning: Tuning, lag: LoopLag) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        tuning: Tuning,
+        lag: LoopLag,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.registry = registry
         self.tuning = tuning
+        self._on_change = on_change  # the registry's version moved (watchers wake)
         self.address = "0.0.0.0:0"
         self._links: dict[str, tuple[Member, Link]] = {}  # registered member id -> its link
         self._listener = Listener(tuning, lag, self._hello, self._serve)
@@ -57,6 +65,7 @@ class DistributorServer:
     def _broadcast(self, message: Message) -> None:
         """Queue a delta for every link registered now; encoded once, sent at _flush."""
         self._queue(encode_frame(message, self.tuning.max_frame))
+        self._on_change()
 
     def _queue(self, data: bytes) -> None:
         if self._flush_timer is None:
@@ -108,6 +117,7 @@ class DistributorServer:
             link.send_nowait(Error(exc.code, str(exc)))
             return
         end: LinkEnd | None = None
+        registered = member  # what this link has registered: its hello, then its updates
         try:
             if replaced is not None:
                 # the entry now belongs to the new link; the old link's end emits nothing
@@ -128,9 +138,36 @@ class DistributorServer:
                 version=joined.version,
                 members=len(self.registry),
             )
-            end = await link.serve(lambda message: None)  # nodes send only heartbeats and leave
+
+            def on_message(message: Message) -> None:
+                nonlocal registered
+                if isinstance(message, Update):
+                    registered = self._update(registered, message.member, link)
+                # else: heartbeats (a leave ends serve())
+
+            end = await link.serve(on_message)
         finally:
-            self._unregister(member, link, end)
+            self._unregister(registered, link, end)
+
+    def _update(self, registered: Member, member: Member, link: Link) -> Member:
+        """A node's new record: sent on as member_joined; returns what is registered now."""
+        if member.id != registered.id:
+            raise ProtocolError(f"an update for {member.id!r} on the link of {registered.id!r}")
+        joined = self.registry.update(member)
+        if joined is None:  # not newer: reordered or repeated, never applied
+            link.log.info("update_ignored", incarnation=member.incarnation)
+            return registered
+        self._links[member.id] = (member, link)
+        self._broadcast(joined)
+        link.log.info(
+            "member_updated",
+            member=member.name,
+            incarnation=member.incarnation,
+            services=list(member.services),
+            draining=member.draining,
+            version=joined.version,
+        )
+        return member
 
     def _unregister(self, member: Member, link: Link, end: LinkEnd | None) -> None:
         if self._links.get(member.id, (None, None))[1] is link:

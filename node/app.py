@@ -1,7 +1,13 @@
-"""A node: its identity, its membership, its distributor and peer links, its handlers.
+"""A node: its identity, its record, its membership, its distributor and peer links,
+its handlers, and the routing of requests by service.
 
-Services build on it through `node.handlers.add(method, handler)` and
-`await node.request(to, method, body, timeout)`.
+Services build on it in one call and reach each other by service name::
+
+    node.add_service("goods", {"list": list_goods, "get": get_item})
+    items = await node.request(service="goods", method="list", body={"page": 1})
+
+`node.handlers.add(method, handler)` adds a single method; `await node.request(to,
+method, body, timeout)` calls one member by id or name.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import ipaddress
 import socket
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -20,6 +28,8 @@ from node.config import NodeConfig
 from node.handlers import (
     AmbiguousName,
     BadRequest,
+    Handler,
+    NoProvider,
     RequestFailed,
     RequestTimedOut,
     UnknownMember,
@@ -28,9 +38,19 @@ from node.handlers import (
 from node.membership import Changes, Membership
 from node.mesh import Mesh
 from node.registrar import Registrar
+from node.routing import TRIES, ProviderPicker
 from shared.config import join_address, split_address
 from shared.connection import Link, LoopLag
-from shared.wire import MAX_METHOD, Hello, Member
+from shared.wire import (
+    MAX_METHOD,
+    MAX_SERVICES,
+    MAX_TAGS,
+    Hello,
+    Member,
+    check_record_size,
+    labels,
+    meta_pairs,
+)
 
 log = structlog.get_logger()
 
@@ -44,13 +64,25 @@ class Node:
         self.name = config.name
         self.port = config.port  # the bound port once the listener is up
         self.address = join_address(config.advertise_host or "127.0.0.1", config.port)
+        self.http_port: int | None = None  # our HTTP API's port, once it listens
+        # what we offer (DESIGN.md, "Services"): changed by PUT /v1/self and add_service
+        self.services, self.tags, self.meta = config.services, config.tags, config.meta
+        self.draining = False
         tuning = config.tuning
         self.membership = Membership(self.id, tuning.peer_retry_window, tuning.max_members)
         self.handlers = builtin_handlers()
         self.mesh = Mesh(self.membership, self.handlers, tuning, lag, self.hello, self.apply)
         self.registrar = Registrar(
-            list(config.distributors), self.membership, tuning, lag, self._register, self.apply
+            list(config.distributors),
+            self.membership,
+            tuning,
+            lag,
+            self._register,
+            self.apply,
+            lambda: self.member,
         )
+        self._picker = ProviderPicker()
+        self._local_in_flight = 0  # requests our own handlers are answering for ourselves
         self.log = log.bind(node=self.name, node_id=self.id)
 
     @property
@@ -59,10 +91,85 @@ class Node:
 
     @property
     def member(self) -> Member:
-        return Member(self.id, self.name, self.address, self.incarnation)
+        return Member(
+            self.id,
+            self.name,
+            self.address,
+            self.incarnation,
+            http=self.http,
+            services=self.services,
+            tags=self.tags,
+            meta=self.meta,
+            draining=self.draining,
+        )
+
+    @property
+    def http(self) -> str | None:
+        """Where our HTTP API is: the advertised host when it listens on every address."""
+        if self.http_port is None:
+            return None
+        http_host = self.config.http_host
+        host = split_address(self.address)[0] if http_host in WILDCARDS else http_host
+        return join_address(host, self.http_port)
 
     def hello(self) -> Hello:
-        return Hello(id=self.id, name=self.name, address=self.address, incarnation=self.incarnation)
+        return Hello.of(self.member)
+
+    # -- our record ------------------------------------------------------------
+
+    def update_self(
+        self,
+        services: Any = None,
+        tags: Any = None,
+        meta: Any = None,
+        draining: Any = None,
+    ) -> Member:
+        """Replace the given fields of our record (None: keep) and announce it.
+
+        Everything is checked before anything changes (ValueError says what is wrong,
+        and nothing is half-applied). As memberlist's UpdateNode: a new incarnation, sent
+        to the distributors as an update and to the peers as our own record.
+        """
+        if draining is not None and not isinstance(draining, bool):
+            raise ValueError("draining must be true or false")
+        new = replace(
+            self.member,
+            incarnation=self.incarnation + 1,
+            services=self.services
+            if services is None
+            else labels(services, "services", MAX_SERVICES),
+            tags=self.tags if tags is None else labels(tags, "tags", MAX_TAGS),
+            meta=self.meta if meta is None else meta_pairs(meta),
+            draining=self.draining if draining is None else draining,
+        )
+        check_record_size(new)
+        self.services, self.tags, self.meta, self.draining = (
+            new.services,
+            new.tags,
+            new.meta,
+            new.draining,
+        )
+        self.membership.incarnation = new.incarnation
+        self.registrar.announce()
+        self.mesh.announce()
+        self.log.info(
+            "record_updated",
+            incarnation=new.incarnation,
+            services=list(new.services),
+            tags=list(new.tags),
+            draining=new.draining,
+        )
+        return new
+
+    def add_service(self, service: str, handlers: Mapping[str, Handler]) -> None:
+        """Offer `service`, answering each method with its handler (see node.handlers)."""
+        services = labels((*self.services, service), "services", MAX_SERVICES)
+        for method, handler in handlers.items():
+            self.handlers.add(method, handler)
+        if self.http_port is None:  # not started: the first hello carries it
+            self.services = services
+        else:
+            self.update_self(services=services)
 
     async def _register(self, link: Link) -> Hello:
         """A registration attempt on a fresh connection: a new incarnation, the address anew."""
@@ -86,7 +193,7 @@ class Node:
         self.log.info("node_listening", address=self.address, peers_port=self.port)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Register and keep the mesh until `stop` is set, then leave cleanly."""
+        """Register and keep the mesh until `stop` is set, then drain and leave cleanly."""
         tasks = [
             *([asyncio.create_task(self.registrar.run())] if self.config.distributors else []),
             asyncio.create_task(self._expire_forever()),
@@ -99,6 +206,7 @@ class Node:
             for task in tasks:
                 if task.done():
                     task.result()
+            await self._drain()
             self.log.info("node_leaving")
             # goodbyes are queued first; cancelling the registrar closes its links (flushing
             # them) and keeps it from registering again while we go
@@ -110,6 +218,17 @@ class Node:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.mesh.stop()
+
+    async def _drain(self) -> None:
+        """Draining first (readiness fails, routed requests go elsewhere), for
+        MESH_DRAIN_SECONDS, while links and handlers keep working."""
+        seconds = self.config.tuning.drain_seconds
+        if seconds <= 0:
+            self.draining = True  # /readyz says so while we leave; no one else need hear it
+            return
+        self.update_self(draining=True)
+        self.log.info("node_draining", seconds=seconds)
+        await asyncio.sleep(seconds)
 
     async def _expire_forever(self) -> None:
         period = min(1.0, self.config.tuning.peer_retry_window / 10)
@@ -132,25 +251,132 @@ class Node:
             raise AmbiguousName(f"several members are named {to!r}: use the id", ids=sorted(ids))
         return ids[0]
 
-    async def request(self, to: str, method: str, body: Any, timeout: float) -> Any:
-        """Call `method` on the member `to` (id or name) and return its result.
+    async def request(
+        self,
+        to: str | None = None,
+        method: str = "ping",
+        body: Any = None,
+        timeout: float | None = None,
+        *,
+        service: str | None = None,
+    ) -> Any:
+        """Call `method` on the member `to` (id or name), or on any provider of `service`,
+        and return its result.
 
-        Raises RequestFailed (its `status` is the HTTP code that says why) otherwise.
+        Raises RequestFailed otherwise: its `status` is the HTTP code that says why, its
+        `member` the id of the member called, if one was chosen.
         """
+        return (await self.call(to, method, body, timeout, service=service))[1]
+
+    async def call(
+        self,
+        to: str | None,
+        method: str,
+        body: Any,
+        timeout: float | None,
+        *,
+        service: str | None = None,
+    ) -> tuple[str, Any]:
+        """As request(), but returns (the id of the member that answered, its result)."""
+        if (to is None) == (service is None):
+            raise BadRequest("give either 'to' (a member) or 'service', not both")
         if not 0 < len(method) <= MAX_METHOD:
             raise BadRequest(f"'method' must be 1..{MAX_METHOD} characters")
-        target = self.resolve(to)
+        if timeout is None:
+            timeout = self.config.tuning.request_timeout
+        if to is not None:
+            target = self.resolve(to)
+            try:
+                return target, await self._call_member(target, method, body, timeout)
+            except RequestFailed as exc:
+                exc.member = target
+                raise
+        assert service is not None
+        return await self._call_service(service, method, body, timeout)
+
+    async def _call_service(
+        self, service: str, method: str, body: Any, timeout: float
+    ) -> tuple[str, Any]:
+        """The provider with the fewest requests in flight, then the next one, TRIES in all,
+        but only while no handler can have run: no request is ever answered twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        tried: set[str] = set()
+        failure: RequestFailed | None = None
+        while len(tried) < TRIES:
+            target = self._picker.pick(service, self._eligible(service, tried))
+            if target is None:
+                break
+            tried.add(target)
+            try:
+                return target, await self._call_member(target, method, body, deadline - loop.time())
+            except RequestFailed as exc:
+                exc.member = target
+                if exc.may_have_run:
+                    raise
+                failure = exc
+        if failure is not None:
+            raise failure
+        raise NoProvider(f"no connected provider of {service!r}", service=service)
+
+    def _eligible(self, service: str, tried: set[str]) -> dict[str, int]:
+        """Providers that may take a routed request now: member id -> requests in flight."""
+        eligible = {}
+        if service in self.services and not self.draining and self.id not in tried:
+            eligible[self.id] = self._local_in_flight
+        for peer_id, peer in self.mesh.peers.items():
+            record = peer.member
+            if (
+                service in record.services
+                and not record.draining
+                and peer.status.state == "connected"
+                and peer_id not in tried
+            ):
+                eligible[peer_id] = self.mesh.in_flight(peer_id)
+        return eligible
+
+    async def _call_member(self, target: str, method: str, body: Any, timeout: float) -> Any:
         if target != self.id:
             return await self.mesh.request(target, method, body, timeout)
+        self._local_in_flight += 1
         try:  # a request to ourselves is answered here
             async with asyncio.timeout(timeout):
                 max_result = self.config.tuning.max_frame
                 result, error = await self.handlers.answer(method, body, self.member, max_result)
         except TimeoutError:
             raise RequestTimedOut(f"no answer within {timeout} s") from None
+        finally:
+            self._local_in_flight -= 1
         if error is not None:
             raise RequestFailed(error)
         return result
+
+    # -- views -----------------------------------------------------------------
+
+    def readiness(self) -> str | None:
+        """Why this node should not get traffic now, or None when it is ready (/readyz)."""
+        if self.draining:
+            return "draining"
+        if self.config.distributors:
+            connected = any(d.status.state == "connected" for d in self.registrar.distributors)
+            return None if connected else "not registered with any distributor"
+        if self.config.seeds and not any(
+            p.status.state == "connected" for p in self.mesh.peers.values()
+        ):
+            return "no peer link up yet"
+        return None
+
+    def providers(self, service: str) -> list[dict[str, Any]]:
+        """Who provides `service`, as this node sees it: records with their link state."""
+        found = [{**self.member.document(), "state": "self"}] if service in self.services else []
+        for peer in self.mesh.peers.values():
+            if service in peer.member.services:
+                found.append({**peer.member.document(), "state": peer.status.state})
+        return sorted(found, key=lambda record: (record["name"], record["id"]))
+
+    def records(self) -> list[Member]:
+        """Every member we know, ourselves included."""
+        return [self.member, *self.membership.members()]
 
     # -- status ----------------------------------------------------------------
 
@@ -165,7 +391,7 @@ class Node:
             "distributors": [
                 {"address": d.address, **d.status.to_dict()} for d in self.registrar.distributors
             ],
-            "members": [{"id": m.id, "name": m.name, "address": m.address} for m in members],
+            "members": [m.document() for m in members],
             "peers": [
                 {
                     "id": p.member.id,

@@ -15,7 +15,15 @@ from shared.config import (
     common_config,
     split_address,
 )
-from shared.wire import MAX_NAME
+from shared.wire import (
+    MAX_NAME,
+    MAX_SERVICES,
+    MAX_TAGS,
+    Member,
+    check_record_size,
+    labels,
+    meta_pairs,
+)
 
 DEFAULT_PORT = 9010
 DEFAULT_HTTP_PORT = 9110
@@ -28,6 +36,9 @@ class NodeConfig(ServerConfig):
     advertise_host: str | None
     distributors: tuple[str, ...]  # HOST:PORT as given
     seeds: tuple[str, ...] = ()  # HOST:PORT of nodes to join through, ids unknown
+    services: tuple[str, ...] = ()  # --service: service names this node provides
+    tags: tuple[str, ...] = ()  # --tag: free labels
+    meta: tuple[tuple[str, str], ...] = ()  # --meta KEY=VALUE: a string map
 
 
 def _address(text: str) -> str:
@@ -67,6 +78,26 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         metavar="HOST:PORT",
         help="a node to join the mesh through, repeatable (env MESH_SEEDS)",
     )
+    parser.add_argument(
+        "--service",
+        action="append",
+        dest="services",
+        metavar="NAME",
+        help="a service this node provides, repeatable (env MESH_SERVICES, comma-separated)",
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        dest="tags",
+        metavar="TAG",
+        help="a free label (v2, canary, zone-a), repeatable (env MESH_TAGS, comma-separated)",
+    )
+    parser.add_argument(
+        "--meta",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a string to publish under KEY, repeatable (env MESH_META, comma-separated pairs)",
+    )
     args = parser.parse_args(argv)
     if args.distributors is None:
         # MESH_DISTRIBUTORS set and empty means no distributor at all
@@ -75,13 +106,49 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         args.seeds = _env_addresses(env, "MESH_SEEDS", "")
     if not 0 < len(args.name) <= MAX_NAME:
         raise ConfigError(f"--name must be 1..{MAX_NAME} characters")
+    # a flag replaces its variable's list, never adds to it
+    services = args.services if args.services is not None else _env_list(env, "MESH_SERVICES")
+    tags = args.tags if args.tags is not None else _env_list(env, "MESH_TAGS")
+    meta = args.meta if args.meta is not None else _env_list(env, "MESH_META")
+    try:
+        record = Member(
+            "id",
+            args.name,
+            "host:1",
+            services=labels(services, "--service", MAX_SERVICES),
+            tags=labels(tags, "--tag", MAX_TAGS),
+            meta=meta_pairs(_meta_map(meta)),
+        )
+        check_record_size(record)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return NodeConfig(
         **common_config(args, env),
         name=args.name,
         advertise_host=args.advertise_host,
         distributors=tuple(dict.fromkeys(args.distributors)),
         seeds=tuple(dict.fromkeys(args.seeds)),
+        services=record.services,
+        tags=record.tags,
+        meta=record.meta,
     )
+
+
+def _env_list(env: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def _meta_map(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE items -> a map; `k=v=w` gives k the value `v=w`."""
+    meta: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--meta {item!r} is not KEY=VALUE")
+        if key in meta:
+            raise ValueError(f"--meta: the key {key!r} is given twice")
+        meta[key] = value
+    return meta
 
 
 def _env_addresses(env: Mapping[str, str], name: str, default: str) -> list[str]:

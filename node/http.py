@@ -1,9 +1,9 @@
-"""The node's HTTP API: GET /healthz, GET /v1/status, POST /v1/request."""
+"""The node's HTTP API: /healthz, /readyz, /v1/status, /v1/request, /v1/services, /v1/self."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -11,24 +11,46 @@ from aiohttp import web
 from node.app import Node
 from node.handlers import BadRequest, RequestFailed
 from shared.http import json_response
-from shared.wire import MAX_DEPTH, nests_too_deeply
+from shared.services import services_summary
+from shared.wire import LABEL, MAX_DEPTH, nests_too_deeply
 
 MAX_TIMEOUT = 300.0
+SELF_FIELDS = ("services", "tags", "meta", "draining")  # what PUT /v1/self may change
 
 
-def parse_request(raw: bytes, default_timeout: float) -> tuple[str, str, Any, float]:
-    """A /v1/request body -> (to, method, body, timeout); BadRequest says what is wrong."""
+def json_object(raw: bytes) -> dict[str, Any]:
+    """An HTTP body that must be one JSON object; BadRequest says what is wrong."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest("body must be a JSON object")
+    return doc
+
+
+class Call(NamedTuple):
+    """A /v1/request body: exactly one of `to` and `service` is set."""
+
+    to: str | None
+    service: str | None
+    method: str
+    body: Any
+    timeout: float
+
+
+def parse_request(raw: bytes, default_timeout: float) -> Call:
+    """A /v1/request body, checked; BadRequest says what is wrong."""
+    doc = json_object(raw)
     if nests_too_deeply(raw, doc):  # its request frame could not be written
         raise BadRequest(f"body nests deeper than {MAX_DEPTH} levels")
-    to, method = doc.get("to"), doc.get("method")
-    if not isinstance(to, str) or not to:
+    to, service, method = doc.get("to"), doc.get("service"), doc.get("method")
+    if (to is None) == (service is None):
+        raise BadRequest("give either 'to' (a member's id or name) or 'service', not both")
+    if to is not None and (not isinstance(to, str) or not to):
         raise BadRequest("'to' must be a member's id or name")
+    if service is not None and (not isinstance(service, str) or not LABEL.fullmatch(service)):
+        raise BadRequest(f"'service' must be a service name ({LABEL.pattern})")
     if not isinstance(method, str) or not method:
         raise BadRequest("'method' must be a non-empty string")
     timeout = doc.get("timeout", default_timeout)
@@ -39,7 +61,7 @@ def parse_request(raw: bytes, default_timeout: float) -> tuple[str, str, Any, fl
         or not 0 < timeout <= MAX_TIMEOUT
     ):
         raise BadRequest(f"'timeout' must be a number of seconds, 0 < t <= {MAX_TIMEOUT:g}")
-    return to, method, doc.get("body", {}), float(timeout)
+    return Call(to, service, method, doc.get("body", {}), float(timeout))
 
 
 def make_app(node: Node) -> web.Application:
@@ -47,6 +69,34 @@ def make_app(node: Node) -> web.Application:
 
     async def status(request: web.Request) -> web.Response:
         return json_response(node.status())
+
+    async def readyz(request: web.Request) -> web.Response:
+        reason = node.readiness()
+        if reason is None:
+            return json_response({"status": "ready"})
+        return json_response({"status": "not_ready", "reason": reason}, 503)
+
+    async def services(request: web.Request) -> web.Response:
+        return json_response({"services": services_summary(node.records())})
+
+    async def service(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not LABEL.fullmatch(name):
+            return json_response({"error": f"{name!r} is not a service name"}, 400)
+        return json_response({"service": name, "members": node.providers(name)})
+
+    async def put_self(request: web.Request) -> web.Response:
+        try:
+            doc = json_object(await request.read())
+            unknown = sorted(set(doc) - set(SELF_FIELDS))
+            if unknown:
+                raise BadRequest(f"unknown field {unknown[0]!r}: give {', '.join(SELF_FIELDS)}")
+            record = node.update_self(**doc)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        except BadRequest as exc:
+            return json_response({"error": str(exc)}, exc.status)
+        return json_response(record.document())
 
     async def post_request(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > max_frame:
@@ -56,14 +106,25 @@ def make_app(node: Node) -> web.Application:
         except web.HTTPRequestEntityTooLarge:
             return json_response({"error": f"body is over the frame cap ({max_frame})"}, 413)
         try:
-            to, method, body, timeout = parse_request(raw, node.config.tuning.request_timeout)
-            result = await node.request(to, method, body, timeout)
+            call = parse_request(raw, node.config.tuning.request_timeout)
+            member, result = await node.call(
+                call.to, call.method, call.body, call.timeout, service=call.service
+            )
         except RequestFailed as exc:  # BadRequest included: every failure carries its status
-            return json_response({"error": str(exc), **exc.extra}, exc.status)
-        return json_response(result)
+            response = json_response({"error": str(exc), **exc.extra}, exc.status)
+            if exc.member is not None:
+                response.headers["X-Mesh-Member"] = exc.member
+            return response
+        response = json_response(result)
+        response.headers["X-Mesh-Member"] = member
+        return response
 
     # one byte over the cap is enough to refuse; the request frame itself is checked again
     app = web.Application(client_max_size=max_frame + 1)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/request", post_request)
+    app.router.add_get("/v1/services", services)
+    app.router.add_get("/v1/services/{name}", service)
+    app.router.add_put("/v1/self", put_self)
     return app

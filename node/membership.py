@@ -121,7 +121,15 @@ class Membership:
     # -- peer link events ----------------------------------------------------
 
     def learn(self, member: Member) -> Changes:
-        """First-hand knowledge of a member (its hello): added when it is news to us."""
+        """First-hand knowledge of a member (its hello, its announcement): added when it is
+        news to us. Its own word also wins at an equal incarnation: a version-1 peer passes
+        on records without the fields it does not know (services, tags...)."""
+        known = self.known.get(member.id)
+        if known is not None and known.member.incarnation == member.incarnation:
+            if known.member == member:
+                return Changes()
+            known.member = member
+            return Changes(added=(member,))
         return Changes(added=(member,)) if self._learn(member) else Changes()
 
     def link_up(self, member_id: str) -> None:

@@ -22,6 +22,7 @@ import structlog
 
 from node.handlers import (
     Handlers,
+    NotSent,
     PeerUnavailable,
     RequestFailed,
     RequestTimedOut,
@@ -325,7 +326,7 @@ class Mesh:
         if isinstance(message, Request):
             if len(session.serving) >= self.tuning.max_inflight:
                 error = f"{len(session.serving)} requests already in flight here"
-                session.link.send_nowait(Response(message.id, error=error))
+                session.link.send_nowait(Response(message.id, error=error, code="busy"))
                 return
             task = self._spawn(self._answer(peer, session.link, message))
             session.serving.add(task)
@@ -338,6 +339,14 @@ class Mesh:
             self._on_sync(peer, session, message)
 
     # -- anti-entropy ----------------------------------------------------------
+
+    def announce(self) -> None:
+        """Our new record (a PUT /v1/self) to every connected peer, at once: a member may
+        always speak for itself, so peers take it unasked (see _on_sync)."""
+        frame = encode_frame(Members((self._hello().member,)), self.tuning.max_frame)
+        for peer in self.peers.values():
+            if peer.session is not None:
+                peer.session.link.send_nowait(frame)
 
     def _send_members(self, link: Link) -> None:
         """Our first-hand members and tombstones, in frames under the cap."""
@@ -367,6 +376,9 @@ class Mesh:
         # at most once per few heartbeats either way: a quiet mesh costs O(1) per beat
         spacing = SYNC_SPACING_BEATS * self.tuning.heartbeat_interval
         if isinstance(message, Members):
+            if _speaks_for_itself(peer, message):  # its own new record: first-hand
+                self._on_changes(self.membership.learn(message.members[0]))
+                return
             # taken only at link start or when we asked: a peer cannot flood us with lists
             asked = max(session.started, peer.last_sync_request)
             if now - asked <= self.tuning.heartbeat_timeout + self.lag.since(asked, now):
@@ -393,6 +405,11 @@ class Mesh:
         with contextlib.suppress(LinkDown):
             await link.send(data)
 
+    def in_flight(self, peer_id: str) -> int:
+        """Our requests waiting for an answer from that peer."""
+        peer = self.peers.get(peer_id)
+        return len(peer.session.pending) if peer and peer.session else 0
+
     async def request(self, peer_id: str, method: str, body: Any, timeout: float) -> Any:
         """Send a request to a connected peer and wait for its result."""
         peer = self.peers.get(peer_id)
@@ -409,6 +426,8 @@ class Mesh:
             data = encode_frame(Request(request_id, method, body), self.tuning.max_frame)
         except FrameTooLarge as exc:
             raise RequestTooLarge(str(exc)) from None
+        if session.link.writer.is_closing():  # checked with no await before the send below
+            raise NotSent(f"the link to {peer.member.name} is closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         session.pending[request_id] = future
@@ -428,9 +447,20 @@ class Mesh:
             session.pending.pop(request_id, None)
             if future.done() and not future.cancelled():
                 future.exception()  # set while we waited on the send: seen, not logged as lost
+        if response.code == "busy":
+            raise TooManyInFlight(f"{peer.member.name} is busy: {response.error}")
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body
+
+
+def _speaks_for_itself(peer: Peer, message: Members) -> bool:
+    """A Members holding only the sender's own record: an announcement, not a list."""
+    return (
+        len(message.members) == 1
+        and not message.tombstones
+        and message.members[0].id == peer.member.id
+    )
 
 
 def _time_out(future: asyncio.Future[Response]) -> None:

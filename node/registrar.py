@@ -25,11 +25,13 @@ from shared.wire import (
     Error,
     Hello,
     Leave,
+    Member,
     MemberJoined,
     MemberLeft,
     Message,
     ProtocolError,
     Snapshot,
+    Update,
 )
 
 log = structlog.get_logger()
@@ -53,6 +55,7 @@ class Registrar:
         lag: LoopLag,
         hello: Callable[[Link], Awaitable[Hello]],
         on_changes: Callable[[Changes], None],
+        record: Callable[[], Member],
     ) -> None:
         self.distributors = [DistributorLink(address) for address in addresses]
         self.membership = membership
@@ -60,12 +63,26 @@ class Registrar:
         self.lag = lag
         self._hello = hello  # a fresh registration (new incarnation, current address)
         self._on_changes = on_changes
+        self._record = record  # our member record now
         self._links: dict[str, Link] = {}  # connected distributor address -> link
+        # connected distributor address -> the incarnation of the record it has from us
+        self._told: dict[str, int] = {}
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             for distributor in self.distributors:
                 group.create_task(self._keep_registered(distributor))
+
+    def announce(self) -> None:
+        """Send our record to every connected distributor that has an older one (an update,
+        sent on as member_joined). A version-1 distributor knows no updates: it keeps the
+        record of our last registration."""
+        record = self._record()
+        for address, link in self._links.items():
+            if self._told.get(address, record.incarnation) < record.incarnation:
+                if link.peer_version >= 2:
+                    link.send_nowait(Update(record))
+                self._told[address] = record.incarnation
 
     def say_goodbye(self) -> None:
         """Queue a leave to every connected distributor (it sends member_left 'leave').
@@ -82,7 +99,7 @@ class Registrar:
         while True:
             distributor.status.set("connecting")
             try:
-                link, snapshot = await self._register(host, port)
+                link, registered, snapshot = await self._register(host, port)
             except LinkDown as exc:
                 distributor.status.failed("disconnected", exc.end.detail)
                 delay = backoff.next_delay()
@@ -103,6 +120,8 @@ class Registrar:
                 members=len(snapshot.members),
             )
             self._links[distributor.address] = link
+            self._told[distributor.address] = registered.incarnation
+            self.announce()  # our record changed while we registered: this one is news too
             self._on_changes(self.membership.apply_snapshot(distributor.address, snapshot))
             end = await self._follow(distributor.address, link)
             distributor.status.set("disconnected", end.detail)
@@ -110,7 +129,7 @@ class Registrar:
             if end.reason != "leave":  # a distributor that said goodbye is retried at once
                 await asyncio.sleep(backoff.next_delay())
 
-    async def _register(self, host: str, port: int) -> tuple[Link, Snapshot]:
+    async def _register(self, host: str, port: int) -> tuple[Link, Member, Snapshot]:
         """Dial, say hello, and wait for the whole snapshot within the handshake timeout."""
         link = await open_link(host, port, self.tuning, self.lag)
         try:
@@ -126,7 +145,7 @@ class Registrar:
                     raise LinkDown(LinkEnd("protocol", f"expected snapshot, got {message.TYPE}"))
                 snapshot = assembler.add(message)
                 if snapshot is not None:
-                    return link, snapshot
+                    return link, hello.member, snapshot
         except ProtocolError as exc:  # e.g. a snapshot over our MESH_MAX_MEMBERS
             await link.close()
             raise LinkDown(LinkEnd("protocol", str(exc))) from None
@@ -144,5 +163,6 @@ class Registrar:
             return await link.serve(on_message)
         finally:
             self._links.pop(address, None)
+            self._told.pop(address, None)
             self.membership.distributor_lost(address)
             await link.close()

@@ -43,6 +43,7 @@ async def serve(
         setup(node)
     await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
     runner = await start_api(make_app(node), config)
+    node.http_port = int(runner.addresses[0][1])  # before the first hello, which carries it
     try:
         await node.run(stop)
     finally:

@@ -211,6 +211,9 @@ class Tuning:
     max_frame: int = 1024 * 1024  # frame cap in bytes
     max_connections: int = 1024  # concurrent connections still in the handshake
     max_members: int = 10000  # distributor capacity
+    # on SIGTERM, how long a node stays draining (routed requests go elsewhere) before it
+    # leaves; 0: it leaves at once
+    drain_seconds: float = field(default=0.0, metadata={"zero": True})
     # the mesh secret (--secret-file): every link proves it knows it; None: no authentication
     secret: bytes | None = field(default=None, repr=False, metadata={"env": False})
     # MESH_TLS_*: TLS on every link; None: plain TCP
@@ -231,8 +234,10 @@ class Tuning:
                 value = type(fallback)(text)
             except ValueError:
                 raise ConfigError(f"{key}={text!r} is not a number") from None
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{key}={text!r} must be a positive number")
+            zero = spec.metadata.get("zero", False)  # 0 allowed: "not at all"
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+                kind = "non-negative" if zero else "positive"
+                raise ConfigError(f"{key}={text!r} must be a {kind} number")
             values[name] = value
         tuning = cls(**values)
         if tuning.max_frame < MIN_FRAME:

@@ -40,6 +40,8 @@ log = structlog.get_logger()
 
 READ_CHUNK = 64 * 1024
 NONCE_BYTES = 32  # per-link challenge
+# the proof's own version: fixed, not the protocol's, so versions 1 and 2 authenticate alike
+AUTH_SCHEME = 1
 CLOSE_GRACE = 0.5  # seconds to flush a closing link; shutdown must fit in 2 s
 
 
@@ -119,8 +121,7 @@ def auth_proof(secret: bytes, sender: Hello, receiver: Hello, sender_dialled: bo
     """
     role = "dialer" if sender_dialled else "accepter"
     text = (
-        f"mesh-auth|v{PROTOCOL_VERSION}|{role}|{sender.id}|{receiver.id}|"
-        f"{sender.nonce}|{receiver.nonce}"
+        f"mesh-auth|v{AUTH_SCHEME}|{role}|{sender.id}|{receiver.id}|{sender.nonce}|{receiver.nonce}"
     )
     return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
 

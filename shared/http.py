@@ -19,13 +19,17 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+# probes carry no secret: liveness and readiness stay open with a token set
+OPEN_PATHS = frozenset(("/healthz", "/readyz"))
+
+
 def bearer_token_required(token: str) -> Any:
-    """Every endpoint but /healthz needs `Authorization: Bearer <token>`."""
+    """Every endpoint but the probes needs `Authorization: Bearer <token>`."""
     expected = token.encode("utf-8", "surrogateescape")
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz":
+        if request.path not in OPEN_PATHS:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             given_bytes = given.strip().encode("utf-8", "surrogateescape")
             # the scheme is case-insensitive (RFC 7235); the token is compared in constant time

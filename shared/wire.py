@@ -8,12 +8,16 @@ Unknown fields are ignored, so a newer peer may add fields to a known type.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
 
-PROTOCOL_VERSION = 1  # the version this code speaks
+# 2: member records carry http, services, tags, meta, draining; `update`; a response's code.
+# A version-1 peer ignores all of that (unknown fields and, from a newer peer, unknown types).
+PROTOCOL_VERSION = 2  # the version this code speaks
 MIN_PROTOCOL_VERSION = 1  # the oldest version it still accepts
 
 MAX_ID = 64
@@ -23,6 +27,13 @@ MAX_METHOD = 128
 MAX_TEXT = 1024
 MAX_NONCE = 128
 MAX_INT = 2**53  # JSON-safe integers
+MAX_SERVICES = 32
+MAX_TAGS = 32
+MAX_META = 64
+MAX_META_VALUE = 512  # bytes of UTF-8
+MAX_RECORD = 8192  # one whole encoded member record
+# service names, tags and meta keys
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # orjson reads JSON nested up to 1024 levels but writes only 254: a frame is refused past
 # that, so whatever we accept we can also send on (an echo's answer, an HTTP response)
 MAX_DEPTH = 254
@@ -68,8 +79,8 @@ def _count(obj: dict[str, Any], key: str) -> int:
     return value
 
 
-def _flag(obj: dict[str, Any], key: str) -> bool:
-    value = obj.get(key, True)
+def _flag(obj: dict[str, Any], key: str, default: bool = True) -> bool:
+    value = obj.get(key, default)
     if not isinstance(value, bool):
         raise ProtocolError(f"field {key!r} must be a boolean")
     return value
@@ -113,33 +124,129 @@ def _address(obj: dict[str, Any], key: str) -> str:
 # -- records ----------------------------------------------------------------
 
 
+def labels(values: Any, what: str, limit: int) -> tuple[str, ...]:
+    """A list of service names or tags, checked; ValueError says what is wrong."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise ValueError(f"{what} must be a list of names")
+    values = list(values)
+    if len(values) > limit:
+        raise ValueError(f"at most {limit} {what}, got {len(values)}")
+    for value in values:
+        if not isinstance(value, str) or not LABEL.fullmatch(value):
+            raise ValueError(f"{what}: {value!r} does not match {LABEL.pattern}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}: a name is listed twice")
+    return tuple(values)
+
+
+def meta_pairs(values: Any) -> tuple[tuple[str, str], ...]:
+    """A meta map, checked, as pairs in its order; ValueError says what is wrong."""
+    if not isinstance(values, Mapping):
+        raise ValueError("meta must be an object of strings")
+    if len(values) > MAX_META:
+        raise ValueError(f"at most {MAX_META} meta keys, got {len(values)}")
+    for key, value in values.items():
+        if not isinstance(key, str) or not LABEL.fullmatch(key):
+            raise ValueError(f"meta: key {key!r} does not match {LABEL.pattern}")
+        if not isinstance(value, str):
+            raise ValueError(f"meta: the value of {key!r} must be a string")
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_META_VALUE:
+            raise ValueError(f"meta: the value of {key!r} is over {MAX_META_VALUE} bytes")
+    return tuple(values.items())
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One node as the mesh knows it."""
+    """One node as the mesh knows it: where to dial it, and what it offers.
+
+    A record never changes within one incarnation: the member bumps its incarnation
+    before it announces a new one, so the newer incarnation always wins.
+    """
 
     id: str
     name: str
     address: str  # host:port other nodes dial
     incarnation: int = 0
+    http: str | None = None  # host:port of its HTTP API (None from a version-1 node)
+    services: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()  # a string map, in its given order
+    draining: bool = False  # still a member, but routed requests avoid it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The wire form: the version-1 fields, then only what differs from the defaults
+        (a storm sends every record to every node)."""
+        record: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "address": self.address,
             "incarnation": self.incarnation,
         }
+        if self.http is not None:
+            record["http"] = self.http
+        if self.services:
+            record["services"] = list(self.services)
+        if self.tags:
+            record["tags"] = list(self.tags)
+        if self.meta:
+            record["meta"] = dict(self.meta)
+        if self.draining:
+            record["draining"] = True
+        return record
+
+    def document(self) -> dict[str, Any]:
+        """The record as the HTTP API shows it: every field, always."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "address": self.address,
+            "incarnation": self.incarnation,
+            "http": self.http,
+            "services": list(self.services),
+            "tags": list(self.tags),
+            "meta": dict(self.meta),
+            "draining": self.draining,
+        }
+
+    def provides(self, service: str) -> bool:
+        return service in self.services
 
     @classmethod
     def from_dict(cls, obj: Any) -> Member:
         if not isinstance(obj, dict):
             raise ProtocolError("a member must be an object")
-        return cls(
+        member = cls(
             id=_text(obj, "id", MAX_ID),
             name=_text(obj, "name", MAX_NAME),
             address=_address(obj, "address"),
             incarnation=_count(obj, "incarnation"),
         )
+        if len(obj) == 4:  # a version-1 record, or one with nothing more to say
+            return member
+        try:
+            member = cls(
+                member.id,
+                member.name,
+                member.address,
+                member.incarnation,
+                http=None if obj.get("http") is None else _address(obj, "http"),
+                services=labels(obj.get("services", ()), "services", MAX_SERVICES),
+                tags=labels(obj.get("tags", ()), "tags", MAX_TAGS),
+                meta=meta_pairs(obj.get("meta", {})),
+                draining=_flag(obj, "draining", default=False),
+            )
+        except ValueError as exc:
+            raise ProtocolError(f"member {member.name!r}: {exc}") from None
+        check_record_size(member, ProtocolError)
+        return member
+
+
+def check_record_size(member: Member, error: type[Exception] = ValueError) -> None:
+    """One whole encoded record is at most MAX_RECORD bytes; `error` otherwise."""
+    if member.services or member.tags or member.meta:
+        size = len(orjson.dumps(member.to_dict()))
+        if size > MAX_RECORD:
+            raise error(f"the member record is {size} bytes, over {MAX_RECORD}")
 
 
 def _members(obj: dict[str, Any], key: str) -> tuple[Member, ...]:
@@ -169,7 +276,10 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """First frame on every link: who the sender is and which versions it speaks."""
+    """First frame on every link: who the sender is and which versions it speaks.
+
+    It carries the sender's whole member record (a distributor's: id, name, address).
+    """
 
     TYPE: ClassVar[str] = "hello"
     id: str
@@ -179,10 +289,22 @@ class Hello(Message):
     version: int = PROTOCOL_VERSION
     min_version: int = MIN_PROTOCOL_VERSION
     nonce: str = ""  # fresh per connection: the challenge the other side must answer
+    # the full record; left out, it is the one the fields above make
+    record: Member | None = None
+
+    def __post_init__(self) -> None:
+        if self.record is None:
+            member = Member(self.id, self.name, self.address, self.incarnation)
+            object.__setattr__(self, "record", member)
+
+    @classmethod
+    def of(cls, member: Member) -> Hello:
+        return cls(member.id, member.name, member.address, member.incarnation, record=member)
 
     @property
     def member(self) -> Member:
-        return Member(self.id, self.name, self.address, self.incarnation)
+        assert self.record is not None  # set by __post_init__
+        return self.record
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -197,13 +319,22 @@ class Hello(Message):
         version, min_version = _count(obj, "version"), _count(obj, "min_version")
         if min_version > version:
             raise ProtocolError("min_version is above version")
-        member = Member.from_dict(obj)  # a hello carries the sender's member record
+        # a hello carries the sender's member record; its own fields are not the record's
+        record = {k: v for k, v in obj.items() if k not in _HELLO_ONLY}
+        member = Member.from_dict(record)
         return cls(
-            **member.to_dict(),
+            member.id,
+            member.name,
+            member.address,
+            member.incarnation,
             version=version,
             min_version=min_version,
             nonce=_text(obj, "nonce", MAX_NONCE, empty=True) if "nonce" in obj else "",
+            record=member,
         )
+
+
+_HELLO_ONLY = frozenset(("type", "version", "min_version", "nonce"))
 
 
 def versions_overlap(hello: Hello) -> bool:
@@ -324,14 +455,23 @@ class Response(Message):
     id: int
     body: Any = None
     error: str | None = None
+    # why it failed, in one word, where the caller acts on it: "busy" (the callee's
+    # in-flight limit; no handler ran, so a routed request may go elsewhere)
+    code: str | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"id": self.id, "body": self.body, "error": self.error}
+        fields = {"id": self.id, "body": self.body, "error": self.error}
+        if self.code is not None:
+            fields["code"] = self.code
+        return fields
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Response:
         return cls(
-            id=_count(obj, "id"), body=obj.get("body"), error=_optional_text(obj, "error", MAX_TEXT)
+            id=_count(obj, "id"),
+            body=obj.get("body"),
+            error=_optional_text(obj, "error", MAX_TEXT),
+            code=_optional_text(obj, "code", 32),
         )
 
 
@@ -420,6 +560,22 @@ class Members(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Update(Message):
+    """A node's new record (services, tags, meta, draining) at a newer incarnation, to its
+    distributors, which send it on as member_joined (an upsert). Version 2."""
+
+    TYPE: ClassVar[str] = "update"
+    member: Member
+
+    def fields(self) -> dict[str, Any]:
+        return {"member": self.member.to_dict()}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Update:
+        return cls(member=Member.from_dict(obj.get("member")))
+
+
+@dataclass(frozen=True, slots=True)
 class SyncRequest(Message):
     """Our digests differ: please send your full Members."""
 
@@ -442,6 +598,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Auth,
         Members,
         SyncRequest,
+        Update,  # version 2
     )
 }
 
@@ -505,8 +662,12 @@ __all__ = [
     "Snapshot",
     "SyncRequest",
     "UnknownMessageType",
+    "Update",
+    "check_record_size",
     "decode",
     "encode",
+    "labels",
+    "meta_pairs",
     "nests_too_deeply",
     "versions_overlap",
 ]

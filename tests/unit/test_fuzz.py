@@ -53,6 +53,7 @@ from shared.wire import (
     Response,
     Snapshot,
     SyncRequest,
+    Update,
     UnknownMessageType,
     decode,
     encode,
@@ -99,18 +100,35 @@ addresses = st.builds(lambda h, p: f"{h}:{p}", hosts, st.integers(1, 65535)).fil
 counts = st.integers(0, MAX_INT - 1)
 ids = st.text(min_size=1, max_size=MAX_ID)
 names = st.text(min_size=1, max_size=40) | st.text(min_size=MAX_NAME, max_size=MAX_NAME)
-members = st.builds(Member, ids, names, addresses, counts)
+label_text = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", fullmatch=True)
+label_lists = st.lists(label_text, max_size=4, unique=True).map(tuple)
+members = st.builds(
+    Member,
+    ids,
+    names,
+    addresses,
+    counts,
+    http=st.none() | addresses,
+    services=label_lists,
+    tags=label_lists,
+    meta=st.dictionaries(label_text, st.text(max_size=40), max_size=4).map(
+        lambda d: tuple(d.items())
+    ),
+    draining=st.booleans(),
+)
 member_lists = st.lists(members, max_size=4).map(tuple)
 
 
 @st.composite
 def hellos(draw: st.DrawFn) -> Hello:
     version = draw(counts)
+    record = draw(members)
     return Hello(
-        id=draw(ids),
-        name=draw(names),
-        address=draw(addresses),
-        incarnation=draw(counts),
+        id=record.id,
+        name=record.name,
+        address=record.address,
+        incarnation=record.incarnation,
+        record=record,
         version=version,
         min_version=draw(st.integers(0, version)),
         nonce=draw(st.text(max_size=MAX_NONCE)),
@@ -125,7 +143,13 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     MemberLeft: st.builds(MemberLeft, counts, members, st.text(min_size=1, max_size=32)),
     Leave: st.just(Leave()),
     Request: st.builds(Request, counts, st.text(min_size=1, max_size=MAX_METHOD), json_values),
-    Response: st.builds(Response, counts, json_values, st.none() | st.text(max_size=MAX_TEXT)),
+    Response: st.builds(
+        Response,
+        counts,
+        json_values,
+        st.none() | st.text(max_size=MAX_TEXT),
+        st.none() | st.just("busy"),
+    ),
     Error: st.builds(Error, st.text(min_size=1, max_size=64), st.text(max_size=MAX_TEXT)),
     Auth: st.builds(Auth, st.text("0123456789abcdef", min_size=64, max_size=64)),
     Members: st.builds(
@@ -137,6 +161,7 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
         ).map(tuple),
     ),
     SyncRequest: st.just(SyncRequest()),
+    Update: st.builds(Update, members),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 
@@ -432,7 +457,7 @@ def test_garbage_after_a_good_frame_keeps_the_good_frame(prefixes: list[int], ta
 @st.composite
 def request_documents(draw: st.DrawFn) -> bytes:
     doc = draw(
-        st.dictionaries(st.sampled_from(["to", "method", "body", "timeout"]), hostile_values)
+        st.dictionaries(st.sampled_from(["to", "service", "method", "body", "timeout"]), hostile_values)
     )
     raw = orjson.dumps(doc)
     if draw(st.booleans()):  # a body nested around orjson's limits, written by hand
@@ -448,7 +473,7 @@ def test_http_request_bodies_are_refused_or_can_be_framed(raw: bytes) -> None:
     """POST /v1/request: a bad body is a BadRequest (400), never another exception; a good
     one always makes a request frame (no TypeError, an HTTP 500, on the way out)."""
     try:
-        _, method, body, timeout = parse_request(raw, 5.0)
+        _, _, method, body, timeout = parse_request(raw, 5.0)
     except BadRequest:
         return
     assert 0 < timeout <= 300

@@ -7,38 +7,54 @@ from typing import Any
 import orjson
 import pytest
 
-from node.http import MAX_TIMEOUT, BadRequest, parse_request
+from node.http import MAX_TIMEOUT, BadRequest, Call, parse_request
 from shared.framing import encode_frame
 from shared.wire import MAX_DEPTH, Request, decode
 
 
-def parse(obj: Any, default_timeout: float = 5.0) -> tuple[str, str, Any, float]:
+def parse(obj: Any, default_timeout: float = 5.0) -> Call:
     return parse_request(orjson.dumps(obj), default_timeout)
 
 
 def test_full_request() -> None:
-    to, method, body, timeout = parse(
-        {"to": "id-1", "method": "echo", "body": {"x": [1]}, "timeout": 2.5}
-    )
-    assert (to, method, body, timeout) == ("id-1", "echo", {"x": [1]}, 2.5)
+    call = parse({"to": "id-1", "method": "echo", "body": {"x": [1]}, "timeout": 2.5})
+    assert call == Call("id-1", None, "echo", {"x": [1]}, 2.5)
 
 
 def test_defaults_body_and_timeout() -> None:
-    assert parse({"to": "alpha", "method": "ping"}, default_timeout=7.0) == (
-        "alpha",
-        "ping",
-        {},
-        7.0,
+    assert parse({"to": "alpha", "method": "ping"}, default_timeout=7.0) == Call(
+        "alpha", None, "ping", {}, 7.0
     )
+
+
+def test_by_service() -> None:
+    call = parse({"service": "goods", "method": "list", "body": [1]})
+    assert call == Call(None, "goods", "list", [1], 5.0)
+
+
+@pytest.mark.parametrize(
+    "doc, why",
+    [
+        ({"to": "a", "service": "goods", "method": "m"}, "not both"),
+        ({"method": "m"}, "either"),
+        ({"service": "", "method": "m"}, "service name"),
+        ({"service": "bad name", "method": "m"}, "service name"),
+        ({"service": ["goods"], "method": "m"}, "service name"),
+        ({"service": "-dash-first", "method": "m"}, "service name"),
+    ],
+)
+def test_to_or_service(doc: dict[str, Any], why: str) -> None:
+    with pytest.raises(BadRequest, match=why):
+        parse(doc)
 
 
 @pytest.mark.parametrize("body", [None, [], 0, "", False, [1, 2], "text"])
 def test_any_json_body_is_passed_through(body: Any) -> None:
-    assert parse({"to": "a", "method": "echo", "body": body})[2] == body
+    assert parse({"to": "a", "method": "echo", "body": body}).body == body
 
 
 def test_unknown_fields_are_ignored() -> None:
-    assert parse({"to": "a", "method": "m", "extra": 1})[:2] == ("a", "m")
+    assert parse({"to": "a", "method": "m", "extra": 1})[:3] == ("a", None, "m")
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"{'to': 'a'}", b"\xff"])
@@ -107,7 +123,7 @@ def test_nan_timeout_refused_by_the_check_itself() -> None:
 
 @pytest.mark.parametrize("timeout", [300, 300.0, 0.001, 1e-9, 1, 5, 299.5])
 def test_good_timeouts(timeout: float) -> None:
-    result = parse({"to": "a", "method": "m", "timeout": timeout})[3]
+    result = parse({"to": "a", "method": "m", "timeout": timeout}).timeout
     assert result == float(timeout)
     assert isinstance(result, float)
 
@@ -125,5 +141,5 @@ def test_a_body_too_deep_for_a_frame_is_a_bad_request(depth: int) -> None:
         with pytest.raises(BadRequest):
             parse_request(raw, 5.0)
         return
-    _, method, body, _ = parse_request(raw, 5.0)
+    _, _, method, body, _ = parse_request(raw, 5.0)
     assert decode(encode_frame(Request(1, method, body))[4:]) == Request(1, method, body)

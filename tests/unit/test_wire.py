@@ -33,6 +33,7 @@ from shared.wire import (
     Snapshot,
     SyncRequest,
     UnknownMessageType,
+    Update,
     decode,
     encode,
     is_port,
@@ -42,6 +43,17 @@ from shared.wire import (
 
 A = Member("id-a", "alpha", "10.0.0.1:9010", 2)
 B = Member("id-b", "beta", "[::1]:9011", 0)
+GOODS = Member(
+    "id-g",
+    "goods-1",
+    "10.0.0.3:9010",
+    4,
+    http="10.0.0.3:9110",
+    services=("goods", "stock"),
+    tags=("v2", "zone-a"),
+    meta=(("zone-a", "x"), ("owner", "team=shop")),
+    draining=True,
+)
 
 SAMPLES: list[Message] = [
     Hello(id="id-a", name="alpha", address="10.0.0.1:9010", incarnation=7),
@@ -65,6 +77,12 @@ SAMPLES: list[Message] = [
     Members((A, B), (Departure("id-c", 4, 1.5),)),
     Members(()),
     SyncRequest(),
+    Hello.of(GOODS),
+    Snapshot("epoch-1", 18, (A, GOODS)),
+    MemberJoined(6, GOODS),
+    Members((GOODS,)),
+    Update(GOODS),
+    Response(11, error="busy here", code="busy"),
 ]
 
 
@@ -142,13 +160,15 @@ def test_hello_defaults_to_our_versions() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     message = dec(hello_dict(future_field={"a": 1}, metadata="x"))
-    assert message == Hello(id="id-a", name="alpha", address="10.0.0.1:9010")
+    assert message == Hello(
+        id="id-a", name="alpha", address="10.0.0.1:9010", version=1, min_version=1
+    )
     snapshot = dec(
         {
             "type": "snapshot",
             "epoch": "e",
             "version": 1,
-            "members": [member_dict(meta={"zone": "a"})],
+            "members": [member_dict(metadata={"zone": "a"})],
             "extra": 1,
         }
     )

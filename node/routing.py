@@ -1,0 +1,28 @@
+"""Which provider of a service gets a routed request. Pure: no sockets, no clock.
+
+The node passes in the eligible providers (not draining, link `connected`, not yet
+tried for this request) with their requests in flight; the one with the fewest
+gets it, round-robin among equals, so an idle mesh spreads calls evenly and a slow
+provider (its requests pile up) gets fewer of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+TRIES = 3  # a routed request goes to at most this many providers
+
+
+class ProviderPicker:
+    def __init__(self) -> None:
+        self._turns: dict[str, int] = {}  # service -> requests routed so far
+
+    def pick(self, service: str, in_flight: Mapping[str, int]) -> str | None:
+        """The member id (a key of `in_flight`: id -> requests in flight) to call, or None."""
+        if not in_flight:
+            return None
+        fewest = min(in_flight.values())
+        equals = sorted(member_id for member_id, count in in_flight.items() if count == fewest)
+        turn = self._turns.get(service, 0)
+        self._turns[service] = turn + 1
+        return equals[turn % len(equals)]
