@@ -208,12 +208,16 @@ class Cluster:
         return proc
 
     def distributor(
-        self, env: dict[str, str] | None = None, port: int | None = None, name: str = "distributor"
+        self,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        name: str = "distributor",
+        program: tuple[str, ...] = ("-m", "distributor"),
     ) -> Proc:
         """Start a distributor on the cluster's fixed port (restarts reuse it), or on `port`."""
         port, http_port = port or self.distributor_port, free_port()
         flags = ["--host", "127.0.0.1", "--port", str(port), "--http-port", str(http_port)]
-        proc = self._proc(name, ["-m", "distributor"], flags, port, http_port, env).start()
+        proc = self._proc(name, list(program), flags, port, http_port, env).start()
         proc.wait_healthy()
         return proc
 
@@ -225,7 +229,9 @@ class Cluster:
         program: tuple[str, ...] = ("-m", "node"),
         distributor: bool = True,
         port: int | None = None,
+        extra: list[str] | None = None,
     ) -> Proc:
+        """Start a node; `extra` flags go after the usual ones (--service goods, say)."""
         port, http_port = port or free_port(), free_port()
         flags = [
             "--name",
@@ -239,6 +245,7 @@ class Cluster:
         ]
         if distributor:
             flags += ["--distributor", f"127.0.0.1:{self.distributor_port}"]
+        flags += extra or []
         proc = self._proc(name, list(program), flags, port, http_port, env).start()
         if wait:
             proc.wait_healthy()

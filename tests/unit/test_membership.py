@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from node.membership import Changes, Membership, Tombstone
-from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
+from shared.wire import Member, MemberJoined, MemberLeft, Members, Snapshot
 
 SELF = "id-self"
 D1 = "distributor:9000"
@@ -492,3 +494,45 @@ def test_a_member_forgotten_after_its_window_is_not_brought_back_by_a_peer() -> 
     ms2.expire(30.0)
     ms2.expire(60.0)  # the local tombstone ages out with the window
     assert ms2.merge(Members((m(1, 1),)), 61.0) == Changes(added=(m(1, 1),))
+
+
+# -- records that change (services, tags, draining) ----------------------------
+
+
+def offering(i: int, incarnation: int, *services: str, draining: bool = False) -> Member:
+    return replace(m(i, incarnation), services=services, draining=draining)
+
+
+def test_an_update_delta_replaces_the_record_by_incarnation() -> None:
+    ms = new()
+    ms.apply_snapshot(D1, snap(1, offering(1, 1, "goods")))
+    changes = ms.apply_delta(D1, MemberJoined(2, offering(1, 2, "goods", draining=True)), 0.0)
+    assert changes.added == (offering(1, 2, "goods", draining=True),)
+    assert ms.get("id-1") == offering(1, 2, "goods", draining=True)
+
+
+def test_an_older_record_never_wins_whatever_the_order() -> None:
+    """Reordered or repeated records, from a distributor, a peer or a restarted distributor:
+    the newest incarnation stays."""
+    ms = new()
+    newest = offering(1, 3, "goods", "stock")
+    ms.apply_snapshot(D1, snap(1, newest))
+    assert not ms.apply_delta(D1, MemberJoined(2, offering(1, 2, "goods")), 0.0)
+    assert not ms.merge(Members((offering(1, 1),)), 0.0)
+    # a distributor that restarted lists what it has heard so far: an older record
+    assert not ms.apply_snapshot(D1, snap(1, offering(1, 2, "goods"), epoch="epoch-2"))
+    assert not ms.apply_snapshot(D2, snap(5, offering(1, 3)))  # equal incarnation, not first-hand
+    assert ms.get("id-1") == newest
+
+
+def test_first_hand_record_wins_at_an_equal_incarnation() -> None:
+    """A version-1 peer passes on records without the fields it does not know: the member's
+    own hello or announcement puts them back; second-hand lists at that incarnation don't."""
+    ms = new()
+    ms.merge(Members((m(1, 2),)), 0.0)  # stripped by an old peer
+    full = offering(1, 2, "goods")
+    assert ms.learn(full).added == (full,)
+    assert ms.get("id-1") == full
+    assert not ms.learn(full)  # nothing new
+    assert not ms.merge(Members((m(1, 2),)), 0.0)
+    assert ms.get("id-1") == full
