@@ -83,6 +83,7 @@ class Node:
         )
         self._picker = ProviderPicker()
         self._local_in_flight = 0  # requests our own handlers are answering for ourselves
+        self._started = False  # listening: a change of record is announced from then on
         self.log = log.bind(node=self.name, node_id=self.id)
 
     @property
@@ -166,7 +167,7 @@ class Node:
         services = labels((*self.services, service), "services", MAX_SERVICES)
         for method, handler in handlers.items():
             self.handlers.add(method, handler)
-        if self.http_port is None:  # not started: the first hello carries it
+        if not self._started:  # the first hello carries it
             self.services = services
         else:
             self.update_self(services=services)
@@ -187,6 +188,7 @@ class Node:
 
     async def start(self) -> None:
         self.port = await self.mesh.start(self.config.host, self.config.port)
+        self._started = True
         targets = (*self.config.distributors, *self.config.seeds)
         first = targets[0] if targets else None
         self.address = join_address(await advertise_host(self.config, toward=first), self.port)

@@ -357,3 +357,59 @@ def test_new_nodes_register_with_a_previous_release_distributor(
     )
     assert post(b.http_port, {"service": "goods", "method": "ping"})[0] == 503
     assert full_mesh([a, b]) == ids
+
+
+def test_a_busy_callee_answers_429_and_a_routed_request_goes_elsewhere(
+    make_cluster, tmp_path
+) -> None:
+    """The callee's in-flight limit: `to` gets 429 (no handler ran); by service, the next
+    provider takes it, and still no request runs twice."""
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    busy_env = {"COUNT_FILE": str(tmp_path / "busy.count"), "MESH_MAX_INFLIGHT": "1"}
+    busy = cluster.node("busy", env=busy_env, program=COUNTING_NODE)
+    free = cluster.node(
+        "free", env={"COUNT_FILE": str(tmp_path / "free.count")}, program=COUNTING_NODE
+    )
+    client = cluster.node("client")
+    ids = wait_for("a full mesh", lambda: full_mesh([busy, free, client]))
+    wait_for(
+        "two providers",
+        lambda: len(http("GET", client.http_port, "/v1/services/goods")[1]["members"]) == 2,
+    )
+
+    def take(n: int, **target: str) -> tuple[int, Any, str | None]:
+        body = {"n": n, "hold": 1.0}
+        return post(client.http_port, {**target, "method": "take", "body": body})
+
+    answers: dict[int, tuple[int, Any, str | None]] = {}
+    threads = [
+        threading.Thread(target=lambda n=n: answers.__setitem__(n, take(n, to="busy")))
+        for n in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(code for code, _, _ in answers.values())
+    assert codes == [200, 429, 429], answers
+    assert all(member == ids["busy"] for _, _, member in answers.values())
+
+    routed = {}
+    threads = [
+        threading.Thread(target=lambda n=n: routed.__setitem__(n, take(n, service="goods")))
+        for n in range(100, 106)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by = collections.Counter(member for _, _, member in routed.values())
+    # the free provider takes whatever the busy one refuses: every routed request succeeds
+    assert {code for code, _, _ in routed.values()} == {200}, routed
+    assert by[ids["busy"]] <= 1 and by[ids["free"]] >= 5, by
+    ran = (tmp_path / "busy.count").read_text().split() + (
+        tmp_path / "free.count"
+    ).read_text().split()
+    assert len(ran) == len(set(ran)), "a request ran twice"
+    assert {str(n) for n, (code, _, _) in routed.items() if code == 200} <= set(ran)
