@@ -57,6 +57,7 @@ from shared.wire import (
     Request,
     Response,
     Snapshot,
+    Update,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +163,18 @@ class Forge:
 
     def member(self) -> Member:
         ghost = "ghost-" + self.rng.randbytes(6).hex()
-        return Member(ghost, self.text(1, 20), self.ghost_address, self.count())
+        member = Member(ghost, self.text(1, 20), self.ghost_address, self.count())
+        if self.rng.random() < 0.5:  # one that offers something (protocol version 2)
+            rng = self.rng
+            member = replace(
+                member,
+                http=self.ghost_address,
+                services=tuple(rng.sample(["goods", "stock", "a.b-c_9"], rng.randint(0, 3))),
+                tags=tuple(rng.sample(["v2", "canary", "zone-a"], rng.randint(0, 3))),
+                meta=tuple((f"k{i}", self.text(0, 12)) for i in range(rng.randint(0, 3))),
+                draining=rng.random() < 0.5,
+            )
+        return member
 
     def message(self, kind: type[Message] | None = None) -> Message:
         """A valid message of `kind` (any type when None), with random fields."""
@@ -183,7 +195,10 @@ class Forge:
             method = rng.choice(["echo", "ping", "nope", self.text(1, 20)])
             return Request(self.count(), method, self.json_value())
         if kind is Response:
-            return Response(self.count(), self.json_value(), rng.choice([None, self.text(0, 30)]))
+            error = rng.choice([None, self.text(0, 30)])
+            return Response(self.count(), self.json_value(), error, rng.choice([None, "busy"]))
+        if kind is Update:
+            return Update(member)
         if kind is Error:
             return Error(rng.choice(["bad_frame", "full", "auth_failed", "x"]), self.text(0, 40))
         if kind is Auth:
@@ -203,7 +218,7 @@ class Forge:
         if self.rng.random() < 0.3:
             member = Member(f"ghost-shared-{self.rng.randrange(16)}", *astuple(member)[1:])
         nonce = self.rng.choice(["", self.rng.randbytes(32).hex()])
-        return Hello(member.id, member.name, member.address, member.incarnation, nonce=nonce)
+        return replace(Hello.of(member), nonce=nonce)
 
     def about(self, hello: Hello) -> bytes:
         """A frame about the sender itself: its own record changed, or a tombstone for it."""
