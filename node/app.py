@@ -272,10 +272,10 @@ class Node:
 
     async def call(
         self,
-        to: str | None,
-        method: str,
-        body: Any,
-        timeout: float | None,
+        to: str | None = None,
+        method: str = "ping",
+        body: Any = None,
+        timeout: float | None = None,
         *,
         service: str | None = None,
     ) -> tuple[str, Any]:

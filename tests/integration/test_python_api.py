@@ -50,7 +50,7 @@ async def test_add_service_and_request_by_service() -> None:
             await until("the client knows the provider", lambda: client.providers("goods"))
             result = await client.request(service="goods", method="list", body={"page": 1})
             assert result == {"items": ["apple", "pear"], "page": 1, "asked_by": "client"}
-            member, _ = await client.call(None, "list", {"page": 2}, None, service="goods")
+            member, _ = await client.call(method="list", body={"page": 2}, service="goods")
             assert member == shop.id
 
             with pytest.raises(NoProvider) as info:

@@ -1,0 +1,1 @@
+"""Services built on the mesh, small enough to read: greeter, goods, gateway."""

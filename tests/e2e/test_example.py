@@ -1,0 +1,242 @@
+"""The example in containers (README, "An example: goods behind a gateway"): three `goods`
+replicas (examples/goods.py) and a `gateway` (examples/gateway.py) that users call on a
+plain HTTP port, from compose's `example` profile.
+
+One compose project for the module (no plain nodes: the distributor, the goods and the
+gateway); the tests run in order: requests spread over the replicas, a drained replica gets
+none, and a killed one costs at most a few failed calls while the mesh notices. "Never" is
+sampled every 200 ms; measured times are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from e2e_harness import NODE_HTTP, NotYet, Replica, compose_project
+
+pytestmark = pytest.mark.e2e
+
+GOODS = 3
+GATEWAY_HTTP = "8080/tcp"  # the gateway's user port (GATEWAY_PORT in docker-compose.yml)
+CALLS = 30  # at least this many calls to see the load spread
+HOLD = 5.0  # seconds a "never" is sampled for
+TRANSIENT = (502, 503)  # what a call may answer while the mesh notices a killed replica
+
+
+@pytest.fixture(scope="module")
+def example(docker_client, record_figure):
+    """The distributor, GOODS goods replicas and the gateway (compose profile `example`),
+    no plain node; the gateway's user port on an ephemeral 127.0.0.1 port."""
+    with compose_project(
+        docker_client,
+        record_figure,
+        nodes=0,
+        COMPOSE_PROFILES="example",
+        MESH_GOODS=str(GOODS),
+        MESH_GATEWAY_PORT="0",
+    ) as mesh:
+        yield mesh
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    member: str | None  # X-Mesh-Member: the id of the provider that was called
+
+
+def ask(port: int, path: str = "/goods") -> Answer:
+    """GET a gateway route; an error status is an Answer too, not an exception."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            status, headers, raw = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, raw = exc.code, exc.headers, exc.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = raw.decode(errors="replace")
+    return Answer(status, body, headers.get("X-Mesh-Member"))
+
+
+def put_self(replica: Replica, document: dict) -> dict:
+    """PUT /v1/self on a replica's node HTTP API, through its published port."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{replica.port()}/v1/self",
+        data=json.dumps(document).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def goods(mesh) -> list[Replica]:
+    return [Replica(c, NODE_HTTP) for c in mesh.containers("goods")]
+
+
+def gateway_port(mesh) -> int:
+    (container,) = mesh.containers("gateway")
+    return Replica(container, GATEWAY_HTTP).port()
+
+
+def gateway_view(mesh) -> dict[str, dict]:
+    """The goods providers as the gateway's node sees them: id -> record with its state."""
+    (container,) = mesh.containers("gateway")
+    document = Replica(container, NODE_HTTP).get("/v1/services/goods", timeout=3)
+    return {record["id"]: record for record in document["members"]}
+
+
+def replica_names(mesh, replicas: list[Replica]) -> dict[str, str]:
+    """Node id -> node name (the container's hostname) of each goods replica."""
+    statuses = mesh.wait_until(
+        lambda: (s := mesh.statuses(replicas)) and all(s.values()) and s,
+        f"the {len(replicas)} goods replicas answer /v1/status",
+    )
+    return {st["id"]: st["name"] for st in statuses.values()}
+
+
+def wrong_answer(answer: Answer, allowed: set[str], names: dict[str, str]) -> str | None:
+    """A problem in words unless the call succeeded, from one of `allowed`, and the body
+    names the replica that the X-Mesh-Member header names."""
+    if answer.status != 200:
+        return f"the gateway answered {answer.status} {answer.body}"
+    if answer.member not in allowed:
+        name = names.get(answer.member or "")
+        return f"answered by {answer.member} ({name}), not one of {sorted(allowed)}"
+    if answer.body.get("replica") != names[answer.member]:
+        return f"X-Mesh-Member {answer.member} but the body says {answer.body}"
+    return None
+
+
+def test_gateway_spreads_calls_over_the_three_replicas(example):
+    replicas = goods(example)
+    assert len(replicas) == GOODS
+    names = replica_names(example, replicas)
+    port = gateway_port(example)
+
+    def all_connected() -> bool:
+        view = gateway_view(example)
+        if set(view) != set(names) or any(r["state"] != "connected" for r in view.values()):
+            raise NotYet(f"the gateway sees {view}")
+        return ask(port).status == 200
+
+    t0 = time.monotonic()
+    example.wait_until(all_connected, "the gateway sees the 3 replicas and answers /goods")
+    example.figure("example: the gateway answers through 3 replicas after", time.monotonic() - t0)
+
+    seen: collections.Counter[str] = collections.Counter()
+    served: dict[str, int] = {}
+    while len(seen) < GOODS or seen.total() < CALLS:
+        answer = ask(port)
+        assert not (problem := wrong_answer(answer, set(names), names)), problem
+        assert answer.body["served"] > served.get(answer.member, 0), answer.body
+        served[answer.member] = answer.body["served"]
+        assert [item["sku"] for item in answer.body["items"]] == ["tea", "mug", "pot"]
+        seen[answer.member] += 1
+        assert seen.total() < 10 * CALLS, f"after {seen.total()} calls, only {seen}"
+    assert set(seen) == set(names), seen
+    example.figure("example: calls per replica", sorted(seen.values()), "calls")
+    example.notes["names"] = names
+
+
+def test_gateway_gets_an_item_by_sku_and_maps_a_failure_to_its_status(example):
+    names = example.notes["names"]
+    port = gateway_port(example)
+    answer = ask(port, "/goods/tea")
+    assert not (problem := wrong_answer(answer, set(names), names)), problem
+    assert answer.body["item"] == {"sku": "tea", "name": "Green tea", "price": 4.5}
+    # the provider's handler failed: 502 with its message, naming the member called
+    missing = ask(port, "/goods/nope")
+    assert missing.status == 502, missing
+    assert missing.body == {"error": "no item with sku 'nope'"}, missing
+    assert missing.member in names, missing
+
+
+def test_drained_replica_gets_no_more_calls(example):
+    names = example.notes["names"]
+    replicas = goods(example)
+    port = gateway_port(example)
+    drained = replicas[0]
+    drained_id = drained.get("/v1/status")["id"]
+    others = set(names) - {drained_id}
+
+    record = put_self(drained, {"draining": True})
+    assert record["id"] == drained_id and record["draining"] is True, record
+    t0 = time.monotonic()
+    example.wait_until(
+        lambda: gateway_view(example)[drained_id]["draining"],
+        f"the gateway sees {names[drained_id]} draining",
+    )
+    example.figure("example: a drain reached the gateway after", time.monotonic() - t0)
+    with pytest.raises(urllib.error.HTTPError) as not_ready:
+        drained.get("/readyz")
+    assert not_ready.value.code == 503
+
+    seen: collections.Counter[str] = collections.Counter()
+
+    def only_the_others() -> str | None:
+        answer = ask(port)
+        seen[answer.member or ""] += 1
+        return wrong_answer(answer, others, names)
+
+    samples = example.hold(HOLD, only_the_others, f"no call reaches the drained {drained_id}")
+    assert set(seen) == others, seen  # and both others take their share
+    example.figure("example: calls sampled while one replica drains", samples, "calls")
+    example.notes["drained"] = drained_id
+
+
+def test_killed_replica_calls_carry_on(example):
+    names = example.notes["names"]
+    drained_id = example.notes["drained"]
+    port = gateway_port(example)
+    replicas = {r.get("/v1/status")["id"]: r for r in goods(example)}
+    killed_id, survivor_id = sorted(set(replicas) - {drained_id})
+    failures: collections.Counter[int] = collections.Counter()
+
+    def succeeds_or_fails_clearly() -> str | None:
+        """Before the gateway notices the kill: an answer from the survivor, or a clear
+        502/503 (the call reached the killed replica, or its link was going down)."""
+        answer = ask(port)
+        if answer.status in TRANSIENT:
+            failures[answer.status] += 1
+            if not (isinstance(answer.body, dict) and answer.body.get("error")):
+                return f"a {answer.status} without an error message: {answer.body}"
+            return None
+        return wrong_answer(answer, {survivor_id}, names)
+
+    def noticed() -> bool:
+        record = gateway_view(example).get(killed_id)
+        if record is not None and record["state"] == "connected":
+            raise NotYet(f"the gateway still has {names[killed_id]} connected")
+        return True
+
+    t0 = time.monotonic()
+    replicas[killed_id].container.kill()
+    example.wait_until(
+        noticed,
+        f"the gateway notices that {names[killed_id]} was killed",
+        invariant=succeeds_or_fails_clearly,
+    )
+    example.figure("example: the gateway noticed a killed replica after", time.monotonic() - t0)
+    example.wait_until(
+        lambda: ask(port).status == 200,
+        "gateway calls succeed again",
+        invariant=succeeds_or_fails_clearly,
+    )
+    example.figure("example: calls failed while the kill was noticed", failures.total(), "calls")
+
+    def every_call_succeeds() -> str | None:
+        return wrong_answer(ask(port), {survivor_id}, names)
+
+    example.hold(HOLD, every_call_succeeds, "every call succeeds once the kill was noticed")
+    killed = replicas[killed_id].container
+    killed.reload()
+    assert killed.status == "exited", killed.status  # it stays down (restart: unless-stopped)
