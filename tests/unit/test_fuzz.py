@@ -53,8 +53,8 @@ from shared.wire import (
     Response,
     Snapshot,
     SyncRequest,
-    Update,
     UnknownMessageType,
+    Update,
     decode,
     encode,
 )
@@ -457,7 +457,9 @@ def test_garbage_after_a_good_frame_keeps_the_good_frame(prefixes: list[int], ta
 @st.composite
 def request_documents(draw: st.DrawFn) -> bytes:
     doc = draw(
-        st.dictionaries(st.sampled_from(["to", "service", "method", "body", "timeout"]), hostile_values)
+        st.dictionaries(
+            st.sampled_from(["to", "service", "method", "body", "timeout"]), hostile_values
+        )
     )
     raw = orjson.dumps(doc)
     if draw(st.booleans()):  # a body nested around orjson's limits, written by hand
