@@ -39,6 +39,13 @@ def status_mb(pid: int, field: str) -> float:
     raise ValueError(f"no {field} for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of /proc/<pid>/stat: the CPU time the process has used, in seconds."""
+    # after "pid (comm)" the fields start at the state, field 3; utime is 14, stime 15
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     return {**env, "PYTHONPATH": str(ROOT), **extra}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import secrets
 
 import structlog
@@ -12,6 +14,7 @@ from distributor import config as distributor_config
 from distributor.http import make_app
 from distributor.registry import Registry
 from distributor.server import DistributorServer
+from distributor.watch import VersionWatch
 from shared import log as mesh_log
 from shared.config import join_address
 from shared.connection import LoopLag
@@ -26,19 +29,30 @@ def parse(argv: list[str]) -> distributor_config.DistributorConfig:
     return config
 
 
+def raise_nofile() -> None:
+    """Lift the soft open-file limit to the hard one: a socket per member and per watcher
+    (blocking queries, event streams) soon passes a soft default of 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(
     config: distributor_config.DistributorConfig,
     lag: LoopLag,
     stop: asyncio.Event,
     server_class: type[DistributorServer] = DistributorServer,  # bench/naive.py swaps it
 ) -> None:
+    raise_nofile()
     registry = Registry(epoch=secrets.token_hex(8), max_members=config.tuning.max_members)
-    server = server_class(registry, config.tuning, lag)
+    watch = VersionWatch()
+    server = server_class(registry, config.tuning, lag, watch.notify)
     await listen_or_fail(
         "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
     )
     try:
-        runner = await start_api(make_app(registry), config)
+        runner = await start_api(make_app(registry, watch), config)
         try:
             log.info("distributor_ready", address=server.address, http_port=config.http_port)
             await stop.wait()

@@ -1,35 +1,288 @@
-"""The distributor's HTTP API: GET /healthz, GET /v1/members."""
+"""The distributor's HTTP API: members, services, blocking queries; /v1/events is in events.py.
+
+    GET /v1/members[?service=S][&tag=T...]   every member record (Entry.document())
+    GET /v1/services                         {"services": {name: {"members", "tags"}}}
+    GET /v1/services/<name>                  {"service": name, "members": [records]}
+    GET /v1/events                           server-sent events (distributor/events.py)
+
+Every answer of the first three carries `X-Mesh-Index` (the registry's version) and
+`X-Mesh-Epoch`, and each is a blocking query as Consul's: `?index=V&epoch=E&wait=30s`.
+
+- It answers as soon as the version passes V; at once when V is already passed, when E
+  is given and is not this run's epoch, or when V is above the current version (both
+  mean the distributor restarted: versions started over). Otherwise it answers after
+  the wait with the body unchanged. At version 0, `index=0` waits for the first change.
+- `wait` is seconds (`30`, `2.5`), or a number with `s` or `m` (`30s`, `5m`); more than
+  300 s is cut to 300 s. With an index and no wait, the wait is 300 s (Consul's 5 min).
+  `wait` and `epoch` without an index are checked, then ignored (nothing to wait for).
+- With filters, a query wakes on any change of the version, as Consul's index does;
+  the client compares the bodies.
+- A bad index (not a whole number >= 0), wait, epoch (empty, or over 64 characters),
+  service or tag (not a name: shared.wire.LABEL), or one of index, wait, epoch, service
+  given twice, is a 400 `{"error": "..."}` that says which.
+- A parked query costs one waiting future (VersionWatch), never a poll, and its body is
+  made after the wait, from the registry as it is then. Bodies are encoded once per
+  version and query (1,000 watchers woken by one change share one encoding).
+- On shutdown, parked queries answer at once with the body as it is.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 from aiohttp import web
+from multidict import MultiMapping
 
-from distributor.registry import Registry
+from distributor.events import WRITE_TIMEOUT, EventFeed
+from distributor.registry import Entry, Registry
+from distributor.watch import VersionWatch
 from shared.http import json_response
-from shared.timefmt import rfc3339
+from shared.services import services_summary
+from shared.wire import LABEL
+
+MAX_WAIT = 300.0  # seconds: a longer wait is cut to this
+DEFAULT_WAIT = 300.0  # with an index and no wait (Consul's default of 5 minutes)
+MAX_EPOCH = 64  # characters; ours are 16
+KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
+_MAX_CACHED = 64  # distinct encoded bodies kept for the current version
+_INDEX = re.compile(r"[0-9]{1,19}")
+_WAIT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([sm]?)")
 
 
-def members_document(registry: Registry) -> dict[str, object]:
+class BadQuery(ValueError):
+    """A query parameter we cannot use; the message says which, for the 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blocking:
+    index: int | None = None  # None: answer at once
+    epoch: str | None = None
+    wait: float = DEFAULT_WAIT
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    service: str | None = None
+    tags: tuple[str, ...] = ()
+
+    def matches(self, entry: Entry) -> bool:
+        member = entry.member
+        if self.service is not None and not member.provides(self.service):
+            return False
+        return all(tag in member.tags for tag in self.tags)
+
+
+def _single(query: MultiMapping[str], key: str) -> str | None:
+    values = query.getall(key, [])
+    if len(values) > 1:
+        raise BadQuery(f"{key} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def parse_wait(text: str) -> float:
+    """`30`, `2.5`, `30s`, `5m` -> seconds, cut to MAX_WAIT; BadQuery otherwise."""
+    match = _WAIT.fullmatch(text)
+    if match is None:
+        raise BadQuery(f"wait must be seconds, or a number with s or m (30, 30s, 5m), not {text!r}")
+    seconds = float(match.group(1)) * (60 if match.group(2) == "m" else 1)
+    return min(seconds, MAX_WAIT)
+
+
+def name(text: str, what: str) -> str:
+    """A service name or tag as shared.wire.LABEL allows; BadQuery otherwise."""
+    if not LABEL.fullmatch(text):
+        raise BadQuery(f"{what} {text!r} is not a valid name ({LABEL.pattern})")
+    return text
+
+
+def parse_blocking(query: MultiMapping[str]) -> Blocking:
+    """index, epoch and wait; BadQuery says what is wrong with them."""
+    index_text, epoch, wait_text = (_single(query, k) for k in ("index", "epoch", "wait"))
+    if index_text is not None and not _INDEX.fullmatch(index_text):
+        raise BadQuery(f"index must be a whole number >= 0, not {index_text!r}")
+    if epoch is not None and not 0 < len(epoch) <= MAX_EPOCH:
+        raise BadQuery(f"epoch must be 1 to {MAX_EPOCH} characters, not {epoch!r}")
+    wait = DEFAULT_WAIT if wait_text is None else parse_wait(wait_text)
+    return Blocking(None if index_text is None else int(index_text), epoch, wait)
+
+
+def parse_filter(query: MultiMapping[str]) -> Filter:
+    """?service=S (once) and ?tag=T (repeatable, all must match)."""
+    service = _single(query, "service")
+    tags = tuple(name(tag, "tag") for tag in query.getall("tag", []))
+    return Filter(None if service is None else name(service, "service"), tags)
+
+
+# -- documents: made from the registry as it is when called ------------------
+
+
+def members_document(registry: Registry, only: Filter = Filter()) -> dict[str, Any]:
+    """The /v1/members body (also the event stream's snapshot)."""
+    entries = registry.entries()
+    if only.service is not None or only.tags:
+        entries = [e for e in entries if only.matches(e)]
     return {
         "epoch": registry.epoch,
         "version": registry.version,
-        "members": [
-            {
-                "id": e.member.id,
-                "name": e.member.name,
-                "address": e.member.address,
-                "incarnation": e.member.incarnation,
-                "connected_since": rfc3339(e.connected_since),
-            }
-            for e in registry.entries()
-        ],
+        "members": [e.document() for e in entries],
     }
 
 
-def make_app(registry: Registry) -> web.Application:
+def services_document(registry: Registry) -> dict[str, Any]:
+    """The /v1/services body (shared.services.services_summary: services by name, draining
+    providers counted, the union of their tags in the order first seen, providers in
+    registration order)."""
+    return {
+        "epoch": registry.epoch,
+        "version": registry.version,
+        "services": services_summary(e.member for e in registry.entries()),
+    }
+
+
+def service_document(registry: Registry, service: str) -> dict[str, Any]:
+    """The /v1/services/<name> body: its providers, draining ones too (an empty list if none)."""
+    return {
+        "epoch": registry.epoch,
+        "version": registry.version,
+        "service": service,
+        "members": [e.document() for e in registry.entries() if e.member.provides(service)],
+    }
+
+
+# -- the watchers' shared state -------------------------------------------------
+
+
+class Watchers:
+    """What blocking queries and event streams share: the registry, the watch, encodings.
+
+    `parked` and `streams` count the blocking queries waiting now and the event
+    streams open now.
+    """
+
+    def __init__(
+        self, registry: Registry, watch: VersionWatch, keepalive: float, write_timeout: float
+    ) -> None:
+        self.registry = registry
+        self.watch = watch
+        self.keepalive = keepalive  # seconds of silence before a stream sends a comment
+        self.write_timeout = write_timeout  # seconds a stream waits on a client not reading
+        self.closing = False  # the server is shutting down: parked requests answer now
+        self.parked = 0
+        self.streams = 0
+        self._version = -1  # the version the encoded bodies belong to
+        self._bodies: dict[object, bytes] = {}
+
+    def body(self, key: object, build: Callable[[], Mapping[str, Any]]) -> bytes:
+        """`build()` encoded, once per registry version and key.
+
+        The registry changes only by a new version, so a body encoded at this version is
+        the body anyone would make now.
+        """
+        if self._version != self.registry.version:
+            self._version = self.registry.version
+            self._bodies.clear()
+        body = self._bodies.get(key)
+        if body is None:
+            if len(self._bodies) >= _MAX_CACHED:  # many distinct filters: start over
+                self._bodies.clear()
+            body = self._bodies[key] = orjson.dumps(build())
+        return body
+
+    def members_body(self) -> bytes:
+        return self.body(("members", Filter()), lambda: members_document(self.registry))
+
+    async def block(self, blocking: Blocking) -> None:
+        """Return once the version passes the index, or at once, or after the wait."""
+        registry, index = self.registry, blocking.index
+        if index is None or index > registry.version:
+            return
+        if blocking.epoch is not None and blocking.epoch != registry.epoch:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + blocking.wait
+        self.parked += 1
+        try:
+            while registry.version <= index and not self.closing:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await self.watch.wait(remaining)
+        finally:
+            self.parked -= 1
+
+    async def shutdown(self, app: web.Application) -> None:
+        """aiohttp's on_shutdown: parked queries answer and streams end, before the
+        server waits for its handlers (it would cancel them after its short timeout)."""
+        self.closing = True
+        self.watch.notify()
+
+
+WATCHERS = web.AppKey("watchers", Watchers)
+
+
+def _answer(watchers: Watchers, body: bytes) -> web.Response:
+    response = web.Response(body=body, content_type="application/json")
+    # the version and epoch of the body: it was made for the current version
+    response.headers["X-Mesh-Index"] = str(watchers.registry.version)
+    response.headers["X-Mesh-Epoch"] = watchers.registry.epoch
+    return response
+
+
+def _bad(exc: BadQuery) -> web.Response:
+    return json_response({"error": str(exc)}, 400)
+
+
+def make_app(
+    registry: Registry,
+    watch: VersionWatch,
+    keepalive: float = KEEPALIVE,
+    write_timeout: float = WRITE_TIMEOUT,
+) -> web.Application:
+    """The API's routes; `keepalive` and `write_timeout` are the event streams' (tests
+    shorten them)."""
+    watchers = Watchers(registry, watch, keepalive, write_timeout)
+    feed = EventFeed(watchers)
+
     async def members(request: web.Request) -> web.Response:
-        return json_response(members_document(registry))
+        try:
+            only = parse_filter(request.query)
+            blocking = parse_blocking(request.query)
+        except BadQuery as exc:
+            return _bad(exc)
+        await watchers.block(blocking)
+        if only == Filter():
+            return _answer(watchers, watchers.members_body())
+        body = watchers.body(("members", only), lambda: members_document(registry, only))
+        return _answer(watchers, body)
+
+    async def services(request: web.Request) -> web.Response:
+        try:
+            blocking = parse_blocking(request.query)
+        except BadQuery as exc:
+            return _bad(exc)
+        await watchers.block(blocking)
+        return _answer(watchers, watchers.body("services", lambda: services_document(registry)))
+
+    async def service(request: web.Request) -> web.Response:
+        try:
+            service = name(request.match_info["name"], "service")
+            blocking = parse_blocking(request.query)
+        except BadQuery as exc:
+            return _bad(exc)
+        await watchers.block(blocking)
+        body = watchers.body(("service", service), lambda: service_document(registry, service))
+        return _answer(watchers, body)
 
     app = web.Application()
+    app[WATCHERS] = watchers
+    app.on_shutdown.append(watchers.shutdown)
     app.router.add_get("/v1/members", members)
+    app.router.add_get("/v1/services", services)
+    app.router.add_get("/v1/services/{name}", service)
+    app.router.add_get("/v1/events", feed.stream)
     return app
