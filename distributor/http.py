@@ -17,7 +17,8 @@ Every answer of the first three carries `X-Mesh-Index` (the registry's version) 
   `wait` and `epoch` without an index are checked, then ignored (nothing to wait for).
 - With filters, a query wakes on any change of the version, as Consul's index does;
   the client compares the bodies.
-- A bad index (not a whole number >= 0), wait, epoch (empty, or over 64 characters),
+- An empty epoch is no epoch (a watch loop's first query knows none yet). A bad index
+  (not a whole number >= 0), wait, epoch (over 64 characters),
   service or tag (not a name: shared.wire.LABEL), or one of index, wait, epoch, service
   given twice, is a 400 `{"error": "..."}` that says which.
 - A parked query costs one waiting future (VersionWatch), never a poll, and its body is
@@ -105,7 +106,8 @@ def parse_blocking(query: MultiMapping[str]) -> Blocking:
     index_text, epoch, wait_text = (_single(query, k) for k in ("index", "epoch", "wait"))
     if index_text is not None and not _INDEX.fullmatch(index_text):
         raise BadQuery(f"index must be a whole number >= 0, not {index_text!r}")
-    if epoch is not None and not 0 < len(epoch) <= MAX_EPOCH:
+    epoch = epoch or None  # `epoch=`: a loop's first query knows none yet
+    if epoch is not None and len(epoch) > MAX_EPOCH:
         raise BadQuery(f"epoch must be 1 to {MAX_EPOCH} characters, not {epoch!r}")
     wait = DEFAULT_WAIT if wait_text is None else parse_wait(wait_text)
     return Blocking(None if index_text is None else int(index_text), epoch, wait)
