@@ -45,10 +45,12 @@ from shared.framing import encode_frame
 from shared.wire import (
     MESSAGE_TYPES,
     Auth,
+    BrokenLink,
     Departure,
     Error,
     Heartbeat,
     Hello,
+    LinkReport,
     Member,
     MemberJoined,
     MemberLeft,
@@ -199,6 +201,8 @@ class Forge:
             return Response(self.count(), self.json_value(), error, rng.choice([None, "busy"]))
         if kind is Update:
             return Update(member)
+        if kind is LinkReport:
+            return LinkReport((BrokenLink(member.id, "retrying", rng.uniform(0, 2e9)),))
         if kind is Error:
             return Error(rng.choice(["bad_frame", "full", "auth_failed", "x"]), self.text(0, 40))
         if kind is Auth:

@@ -39,6 +39,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from distributor import discovery
 from distributor.events import WRITE_TIMEOUT, EventFeed
 from distributor.registry import Entry, Registry
 from distributor.watch import VersionWatch
@@ -287,4 +288,5 @@ def make_app(
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_get("/v1/events", feed.stream)
+    discovery.add_routes(app, registry)
     return app

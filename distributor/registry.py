@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from shared.timefmt import rfc3339
-from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
+from shared.wire import BrokenLink, Member, MemberJoined, MemberLeft, Snapshot
 
 HISTORY = 1024  # events kept for watchers that reconnect (SSE's Last-Event-ID)
 
@@ -62,6 +62,8 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         # the last HISTORY events, oldest first, versions consecutive
         self.history: collections.deque[Event] = collections.deque(maxlen=HISTORY)
+        # what each member last reported of its own peer links (link_report)
+        self._reports: dict[str, tuple[BrokenLink, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -109,6 +111,7 @@ class Registry:
         if entry is None or entry.member != member:
             return None
         del self._entries[member.id]
+        self._reports.pop(member.id, None)
         self.version += 1
         left = MemberLeft(self.version, member, reason)
         self.history.append(Event(left, entry))
@@ -130,6 +133,26 @@ class Registry:
         if missed > len(self.history):
             return None
         return [self.history[-i] for i in range(missed, 0, -1)]  # from the right: O(missed)
+
+    def report_links(self, member_id: str, broken: tuple[BrokenLink, ...]) -> None:
+        """A registered member's peer links that are down (its whole set, replacing the last)."""
+        if member_id in self._entries:
+            if broken:
+                self._reports[member_id] = broken
+            else:
+                self._reports.pop(member_id, None)
+
+    def broken_links(self) -> list[tuple[Entry, Entry, BrokenLink]]:
+        """(from, to, link) for every reported link between two registered members: both
+        registered, yet one cannot reach the other (a partial partition)."""
+        found = []
+        for member_id, broken in self._reports.items():
+            source = self._entries[member_id]
+            for link in broken:
+                target = self._entries.get(link.to)
+                if target is not None:
+                    found.append((source, target, link))
+        return found
 
     def records(self) -> list[bytes]:
         """Every member's encoded JSON, in snapshot order (see shared.snapshot.snapshot_frames)."""

@@ -18,7 +18,16 @@ from shared.config import Tuning, join_address
 from shared.connection import Link, LinkEnd, Listener, LoopLag
 from shared.framing import encode_frame
 from shared.snapshot import snapshot_frames
-from shared.wire import Error, Hello, Leave, Member, Message, ProtocolError, Update
+from shared.wire import (
+    Error,
+    Hello,
+    Leave,
+    LinkReport,
+    Member,
+    Message,
+    ProtocolError,
+    Update,
+)
 
 log = structlog.get_logger()
 
@@ -143,6 +152,8 @@ class DistributorServer:
                 nonlocal registered
                 if isinstance(message, Update):
                     registered = self._update(registered, message.member, link)
+                elif isinstance(message, LinkReport):
+                    self.registry.report_links(registered.id, message.broken)
                 # else: heartbeats (a leave ends serve())
 
             end = await link.serve(on_message)

@@ -35,6 +35,7 @@ from node.handlers import (
     UnknownMember,
     builtin_handlers,
 )
+from node.linkreport import LinkReporter
 from node.membership import Changes, Membership
 from node.mesh import Mesh
 from node.registrar import Registrar
@@ -46,6 +47,7 @@ from shared.wire import (
     MAX_SERVICES,
     MAX_TAGS,
     Hello,
+    LinkReport,
     Member,
     check_record_size,
     labels,
@@ -82,6 +84,7 @@ class Node:
             lambda: self.member,
         )
         self._picker = ProviderPicker()
+        self._link_reporter = LinkReporter(tuning.heartbeat_timeout)
         self._local_in_flight = 0  # requests our own handlers are answering for ourselves
         self._started = False  # listening: a change of record is announced from then on
         self.log = log.bind(node=self.name, node_id=self.id)
@@ -198,7 +201,7 @@ class Node:
         """Register and keep the mesh until `stop` is set, then drain and leave cleanly."""
         tasks = [
             *([asyncio.create_task(self.registrar.run())] if self.config.distributors else []),
-            asyncio.create_task(self._expire_forever()),
+            asyncio.create_task(self._housekeeping()),
             *(asyncio.create_task(self.mesh.seed(seed)) for seed in self.config.seeds),
         ]
         stopping = asyncio.create_task(stop.wait())
@@ -232,11 +235,21 @@ class Node:
         self.log.info("node_draining", seconds=seconds)
         await asyncio.sleep(seconds)
 
-    async def _expire_forever(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Retry windows that end, and broken peer links to report, checked every second."""
         period = min(1.0, self.config.tuning.peer_retry_window / 10)
         while True:
             await asyncio.sleep(period)
             self.apply(self.membership.expire(time.monotonic()))
+            self._report_links()
+
+    def _report_links(self) -> None:
+        now = time.time()  # a link's `since` is wall-clock time, as /v1/status shows it
+        links = ((i, p.status.state, p.status.since) for i, p in self.mesh.peers.items())
+        broken = self._link_reporter.broken(links, now)
+        if self._link_reporter.due(broken, now):
+            self.registrar.report_links(LinkReport(broken))
+            self.log.info("link_report", broken=[link.to for link in broken])
 
     # -- requests --------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from shared.wire import (
     Error,
     Hello,
     Leave,
+    LinkReport,
     Member,
     MemberJoined,
     MemberLeft,
@@ -67,6 +68,7 @@ class Registrar:
         self._links: dict[str, Link] = {}  # connected distributor address -> link
         # connected distributor address -> the incarnation of the record it has from us
         self._told: dict[str, int] = {}
+        self._report = LinkReport()  # our broken peer links, as last reported
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -83,6 +85,14 @@ class Registrar:
                 if link.peer_version >= 2:
                     link.send_nowait(Update(record))
                 self._told[address] = record.incarnation
+
+    def report_links(self, report: LinkReport) -> None:
+        """Our broken peer links to every connected distributor (version 2 knows the
+        message); kept, so one that registers later hears it too."""
+        self._report = report
+        for link in self._links.values():
+            if link.peer_version >= 2:
+                link.send_nowait(report)
 
     def say_goodbye(self) -> None:
         """Queue a leave to every connected distributor (it sends member_left 'leave').
@@ -122,6 +132,8 @@ class Registrar:
             self._links[distributor.address] = link
             self._told[distributor.address] = registered.incarnation
             self.announce()  # our record changed while we registered: this one is news too
+            if self._report.broken and link.peer_version >= 2:
+                link.send_nowait(self._report)
             self._on_changes(self.membership.apply_snapshot(distributor.address, snapshot))
             end = await self._follow(distributor.address, link)
             distributor.status.set("disconnected", end.detail)

@@ -576,6 +576,50 @@ class Update(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class BrokenLink:
+    """A peer link the sender cannot keep up: to whom, its state, since when (unix time)."""
+
+    to: str
+    state: str  # the peer's link state: connecting | retrying
+    since: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"to": self.to, "state": self.state, "since": self.since}
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> BrokenLink:
+        if not isinstance(obj, dict):
+            raise ProtocolError("a broken link must be an object")
+        since = obj.get("since")
+        if (
+            not isinstance(since, int | float)
+            or isinstance(since, bool)
+            or not 0 <= since < MAX_INT
+        ):
+            raise ProtocolError("field 'since' must be a non-negative number")
+        return cls(_text(obj, "to", MAX_ID), _text(obj, "state", 32), float(since))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkReport(Message):
+    """A node tells its distributors which members it cannot reach (peer links down for
+    longer than the heartbeat timeout): the whole set, sent when it changes. Version 2."""
+
+    TYPE: ClassVar[str] = "link_report"
+    broken: tuple[BrokenLink, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        return {"broken": [link.to_dict() for link in self.broken]}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> LinkReport:
+        broken = obj.get("broken")
+        if not isinstance(broken, list):
+            raise ProtocolError("field 'broken' must be a list")
+        return cls(tuple(BrokenLink.from_dict(item) for item in broken))
+
+
+@dataclass(frozen=True, slots=True)
 class SyncRequest(Message):
     """Our digests differ: please send your full Members."""
 
@@ -599,6 +643,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Members,
         SyncRequest,
         Update,  # version 2
+        LinkReport,  # version 2
     )
 }
 
@@ -645,12 +690,14 @@ __all__ = [
     "MIN_PROTOCOL_VERSION",
     "PROTOCOL_VERSION",
     "Auth",
+    "BrokenLink",
     "Departure",
     "Error",
     "FrameTooLarge",
     "Heartbeat",
     "Hello",
     "Leave",
+    "LinkReport",
     "Member",
     "MemberJoined",
     "MemberLeft",

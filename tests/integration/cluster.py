@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -343,3 +344,84 @@ def first_message(sock: socket.socket, decoder: FrameDecoder | None = None) -> M
             raise ConnectionError("closed before a whole frame arrived")
         decoder.feed(data)
     return message
+
+
+class GhostPeer:
+    """A member that real nodes may or may not reach: a partial partition on loopback.
+
+    It registers with the distributor (so the registry sees it alive) at an address of its
+    own; only while `reachable()` is on does it answer there, with its hello and heartbeats.
+    Its id sorts after every uuid hex id, so real nodes dial it. Use as a context manager.
+    """
+
+    def __init__(
+        self,
+        distributor_port: int,
+        name: str = "ghost",
+        port: int | None = None,
+        incarnation: int = 1,
+    ) -> None:
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.hello = Hello(f"zzzz-{name}", name, self.address, incarnation)
+        self.id = self.hello.id
+        self._registration = FakeNode(
+            distributor_port, self.address, name=name, member_id=self.id, incarnation=incarnation
+        )
+        self._server: socket.socket | None = None
+        self._links: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> GhostPeer:
+        self._registration.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+        self._registration.__exit__()
+
+    def reachable(self) -> None:
+        """Answer dials from now on: the partition heals."""
+        self._stop.clear()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._spawn(self._accept, self._server)
+
+    def cut(self) -> None:
+        """Close every link and stop answering: the partition is back."""
+        self._stop.set()
+        for sock in [self._server, *self._links]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        self._server, self._links = None, []
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads = []
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = server.accept()
+            except OSError:
+                return
+            self._links.append(sock)
+            self._spawn(self._serve, sock)
+
+    def _serve(self, sock: socket.socket) -> None:
+        """Hello for hello, then heartbeats out and everything in read and dropped."""
+        with contextlib.suppress(OSError, ConnectionError):
+            first_message(sock)  # the dialler's hello
+            sock.sendall(encode_frame(self.hello))
+            sock.settimeout(0.2)
+            while not self._stop.is_set():
+                sock.sendall(encode_frame(Heartbeat()))
+                with contextlib.suppress(TimeoutError):
+                    if not sock.recv(65536):
+                        return

@@ -37,12 +37,14 @@ from shared.wire import (
     MAX_TEXT,
     MESSAGE_TYPES,
     Auth,
+    BrokenLink,
     Departure,
     Error,
     FrameTooLarge,
     Heartbeat,
     Hello,
     Leave,
+    LinkReport,
     Member,
     MemberJoined,
     MemberLeft,
@@ -162,6 +164,18 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     ),
     SyncRequest: st.just(SyncRequest()),
     Update: st.builds(Update, members),
+    LinkReport: st.builds(
+        LinkReport,
+        st.lists(
+            st.builds(
+                BrokenLink,
+                ids,
+                st.sampled_from(["connecting", "retrying"]),
+                st.floats(0, MAX_INT, exclude_max=True),
+            ),
+            max_size=3,
+        ).map(tuple),
+    ),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 

@@ -17,11 +17,13 @@ from shared.wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Auth,
+    BrokenLink,
     Departure,
     Error,
     Heartbeat,
     Hello,
     Leave,
+    LinkReport,
     Member,
     MemberJoined,
     MemberLeft,
@@ -83,6 +85,8 @@ SAMPLES: list[Message] = [
     Members((GOODS,)),
     Update(GOODS),
     Response(11, error="busy here", code="busy"),
+    LinkReport((BrokenLink("id-b", "retrying", 1764604800.5),)),
+    LinkReport(),
 ]
 
 
