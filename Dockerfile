@@ -41,6 +41,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY shared/ /opt/app/shared/
 COPY distributor/ /opt/app/distributor/
 COPY node/ /opt/app/node/
+# The command line (python -m meshctl members; docker compose exec distributor ...).
+COPY meshctl/ /opt/app/meshctl/
 # The example services (python -m examples.goods | examples.gateway | examples.greeter).
 COPY examples/ /opt/app/examples/
 USER mesh

@@ -39,7 +39,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from distributor import discovery
+from distributor import discovery, metrics, page
 from distributor.events import WRITE_TIMEOUT, EventFeed
 from distributor.registry import Entry, Registry
 from distributor.watch import VersionWatch
@@ -245,9 +245,10 @@ def make_app(
     watch: VersionWatch,
     keepalive: float = KEEPALIVE,
     write_timeout: float = WRITE_TIMEOUT,
+    stats: metrics.DistributorStats | None = None,
 ) -> web.Application:
     """The API's routes; `keepalive` and `write_timeout` are the event streams' (tests
-    shorten them)."""
+    shorten them), `stats` the server's counters for /metrics."""
     watchers = Watchers(registry, watch, keepalive, write_timeout)
     feed = EventFeed(watchers)
 
@@ -289,4 +290,6 @@ def make_app(
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_get("/v1/events", feed.stream)
     discovery.add_routes(app, registry)
+    page.add_routes(app)
+    metrics.add_routes(app, watchers, stats)
     return app

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import structlog
 
+from distributor.metrics import DistributorStats
 from distributor.registry import RegistrationRefused, Registry
 from shared.config import Tuning, join_address
 from shared.connection import Link, LinkEnd, Listener, LoopLag
@@ -31,6 +32,9 @@ from shared.wire import (
 
 log = structlog.get_logger()
 
+# a registration's error code -> mesh_connections_rejected_total's reason
+REFUSED = {"full": "members_full", "stale_incarnation": "stale_incarnation"}
+
 
 class DistributorServer:
     def __init__(
@@ -45,7 +49,10 @@ class DistributorServer:
         self._on_change = on_change  # the registry's version moved (watchers wake)
         self.address = "0.0.0.0:0"
         self._links: dict[str, tuple[Member, Link]] = {}  # registered member id -> its link
-        self._listener = Listener(tuning, lag, self._hello, self._serve)
+        self.stats = DistributorStats(lag)  # counted here, read by /metrics
+        self._listener = Listener(
+            tuning, lag, self._hello, self._serve, self.stats.traffic, self.stats.refusals
+        )
         self._stopping = False  # while stopping, departures are ours, not the nodes'
         # Deltas not yet written, in version order, flushed with one write per link (a
         # storm of joins would otherwise cost a syscall per join per link). A link
@@ -74,6 +81,7 @@ class DistributorServer:
     def _broadcast(self, message: Message) -> None:
         """Queue a delta for every link registered now; encoded once, sent at _flush."""
         self._queue(encode_frame(message, self.tuning.max_frame))
+        self.stats.events[message.TYPE] += 1
         self._on_change()
 
     def _queue(self, data: bytes) -> None:
@@ -101,20 +109,29 @@ class DistributorServer:
 
     def _write(self, frames: list[bytes], late: dict[str, int]) -> None:
         whole = b"".join(frames)  # the same bytes to every link
+        count = len(frames)
         for member_id, (_, link) in self._links.items():
             first = late.get(member_id)
             if first is None:
-                link.send_nowait(whole)
-            elif first < len(frames):
-                link.send_nowait(b"".join(frames[first:]))
+                link.send_nowait(whole, count)
+            elif first < count:
+                link.send_nowait(b"".join(frames[first:]), count - first)
 
     def _snapshot(self) -> bytes:
         """The registry now, as frames built from records encoded once per member."""
+        return b"".join(self._snapshot_parts())
+
+    def _snapshot_parts(self) -> list[bytes]:
         registry = self.registry
-        parts = snapshot_frames(
+        return snapshot_frames(
             registry.epoch, registry.version, registry.records(), self.tuning.max_frame
         )
-        return b"".join(parts)
+
+    def _send_snapshot(self, link: Link) -> None:
+        # not inline in _serve: its frame lives as long as the link, and would hold the
+        # snapshot's bytes (O(N) a link, O(N^2) in all in a storm)
+        parts = self._snapshot_parts()
+        link.send_nowait(b"".join(parts), len(parts))
 
     async def _serve(self, link: Link, hello: Hello) -> None:
         """One node's registration, for as long as its link lives."""
@@ -123,6 +140,7 @@ class DistributorServer:
             joined, replaced = self.registry.register(member, time.time())
         except RegistrationRefused as exc:
             link.log.info("registration_refused", code=exc.code, detail=str(exc))
+            self.stats.refusals.rejected[REFUSED.get(exc.code, exc.code)] += 1
             link.send_nowait(Error(exc.code, str(exc)))
             return
         end: LinkEnd | None = None
@@ -136,7 +154,7 @@ class DistributorServer:
             self._links[member.id] = (member, link)
             # no await between the snapshot and the broadcast: deltas follow in version order,
             # and this link takes only the deltas queued after its own join
-            link.send_nowait(self._snapshot())
+            self._send_snapshot(link)
             self._broadcast(joined)
             self._late[member.id] = len(self._outbox)
             link.log.info(
@@ -187,6 +205,7 @@ class DistributorServer:
         left = self.registry.unregister(member, reason)
         if left is not None and not self._stopping:
             self._broadcast(left)
+            self.stats.departures[reason] += 1
             link.log.info(
                 "member_left",
                 member=member.name,

@@ -38,6 +38,7 @@ from node.handlers import (
 from node.linkreport import LinkReporter
 from node.membership import Changes, Membership
 from node.mesh import Mesh
+from node.metrics import OUTCOMES, NodeStats
 from node.registrar import Registrar
 from node.routing import TRIES, ProviderPicker
 from shared.config import join_address, split_address
@@ -73,7 +74,11 @@ class Node:
         tuning = config.tuning
         self.membership = Membership(self.id, tuning.peer_retry_window, tuning.max_members)
         self.handlers = builtin_handlers()
-        self.mesh = Mesh(self.membership, self.handlers, tuning, lag, self.hello, self.apply)
+        self.lag = lag
+        self.stats = NodeStats()  # counted as things happen, read by /metrics
+        self.mesh = Mesh(
+            self.membership, self.handlers, tuning, lag, self.hello, self.apply, self.stats
+        )
         self.registrar = Registrar(
             list(config.distributors),
             self.membership,
@@ -82,6 +87,7 @@ class Node:
             self._register,
             self.apply,
             lambda: self.member,
+            self.stats,
         )
         self._picker = ProviderPicker()
         self._link_reporter = LinkReporter(tuning.heartbeat_timeout)
@@ -293,21 +299,37 @@ class Node:
         service: str | None = None,
     ) -> tuple[str, Any]:
         """As request(), but returns (the id of the member that answered, its result)."""
-        if (to is None) == (service is None):
-            raise BadRequest("give either 'to' (a member) or 'service', not both")
-        if not 0 < len(method) <= MAX_METHOD:
-            raise BadRequest(f"'method' must be 1..{MAX_METHOD} characters")
-        if timeout is None:
-            timeout = self.config.tuning.request_timeout
-        if to is not None:
-            target = self.resolve(to)
-            try:
-                return target, await self._call_member(target, method, body, timeout)
-            except RequestFailed as exc:
-                exc.member = target
-                raise
-        assert service is not None
-        return await self._call_service(service, method, body, timeout)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            if (to is None) == (service is None):
+                raise BadRequest("give either 'to' (a member) or 'service', not both")
+            if not 0 < len(method) <= MAX_METHOD:
+                raise BadRequest(f"'method' must be 1..{MAX_METHOD} characters")
+            if timeout is None:
+                timeout = self.config.tuning.request_timeout
+            if to is not None:
+                target = self.resolve(to)
+                try:
+                    answer = target, await self._call_member(target, method, body, timeout)
+                except RequestFailed as exc:
+                    exc.member = target
+                    raise
+            else:
+                assert service is not None
+                answer = await self._call_service(service, method, body, timeout)
+            outcome = "ok"
+            return answer
+        except RequestFailed as exc:
+            outcome = OUTCOMES.get(exc.status, "error")
+            raise
+        except asyncio.CancelledError:  # the caller went away (an HTTP client hung up)
+            outcome = "cancelled"
+            raise
+        finally:  # one count and one latency per call, however many providers it tried
+            mode = "direct" if to is not None else "service"
+            elapsed = time.perf_counter() - started
+            self.stats.request_done(method, mode, outcome, elapsed, self.handlers)
 
     async def _call_service(
         self, service: str, method: str, body: Any, timeout: float

@@ -1,4 +1,5 @@
-"""The node's HTTP API: /healthz, /readyz, /v1/status, /v1/request, /v1/services, /v1/self."""
+"""The node's HTTP API: /healthz, /readyz, /v1/status, /v1/request, /v1/services, /v1/self,
+/metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
+from node import metrics
 from node.app import Node
 from node.handlers import BadRequest, RequestFailed
 from shared.http import json_response
@@ -127,4 +129,5 @@ def make_app(node: Node) -> web.Application:
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_put("/v1/self", put_self)
+    metrics.add_routes(app, node)
     return app

@@ -31,6 +31,7 @@ from node.handlers import (
 )
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
+from node.metrics import OTHER, NodeStats
 from shared.backoff import Backoff
 from shared.config import ConfigError, Tuning, split_address
 from shared.connection import Link, LinkDown, LinkEnd, Listener, LoopLag, open_link
@@ -102,15 +103,24 @@ class Mesh:
         lag: LoopLag,
         hello: Callable[[], Hello],
         on_changes: Callable[[Changes], None],
+        stats: NodeStats | None = None,
     ) -> None:
         self.membership = membership
         self.handlers = handlers
+        self.stats = NodeStats() if stats is None else stats
         self.tuning = tuning
         self.lag = lag
         self._hello = hello
         self._on_changes = on_changes
         self.peers: dict[str, Peer] = {}
-        self._listener = Listener(tuning, lag, hello, self._serve_incoming)
+        self._listener = Listener(
+            tuning,
+            lag,
+            hello,
+            self._serve_incoming,
+            self.stats.peer_traffic,
+            self.stats.refusals,
+        )
         self._tasks: set[asyncio.Task[None]] = set()  # dialers and request handlers
         self._request_ids = itertools.count(1)
         self._digest_cache: tuple[float, str] | None = None
@@ -179,9 +189,12 @@ class Mesh:
     async def _dial(self, peer: Peer) -> None:
         """Keep a link to a larger-id member up for as long as it is a member."""
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
+        retry = False  # the first dial is no retry; every later one is
         while self.peers.get(peer.member.id) is peer and not self._stopping:
             await peer.unlinked.wait()  # a link it dialled to us (a seed's) may be up already
             # 'connecting' until the first attempt; after a failure it stays 'retrying'
+            self.stats.retries["peer"] += retry
+            retry = True
             try:
                 link, _ = await self._connect(peer.member)
             except LinkDown as exc:
@@ -212,11 +225,15 @@ class Mesh:
         """
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
         slog = log.bind(seed=address)
+        retry = False
         while not self._stopping:
             if any(p.status.state == "connected" for p in self.peers.values()):
                 backoff.reset()
+                retry = False  # a seed dialled when the mesh is lost again: a first attempt
                 await asyncio.sleep(self.tuning.heartbeat_interval)
                 continue
+            self.stats.retries["seed"] += retry
+            retry = True
             try:
                 link, hello = await self._connect(None, address)
             except LinkDown as exc:
@@ -244,7 +261,7 @@ class Mesh:
             host, port = split_address(address)
         except ConfigError as exc:
             raise LinkDown(LinkEnd("protocol", str(exc))) from None
-        link = await open_link(host, port, self.tuning, self.lag)
+        link = await open_link(host, port, self.tuning, self.lag, self.stats.peer_traffic)
         try:
             hello = await link.handshake(self._hello(), dialer=True)
             if hello.id == self.self_id:
@@ -265,6 +282,7 @@ class Mesh:
         if self.membership.is_covered(member):
             link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
             link.log.info("peer_refused", why="stale incarnation")
+            self.stats.refusals.rejected["stale_incarnation"] += 1
             return
         self._adopt_record(hello)
         peer = self.peers.get(member.id)
@@ -327,6 +345,8 @@ class Mesh:
             if len(session.serving) >= self.tuning.max_inflight:
                 error = f"{len(session.serving)} requests already in flight here"
                 session.link.send_nowait(Response(message.id, error=error, code="busy"))
+                label = message.method if message.method in self.handlers else OTHER
+                self.stats.handled[label, "busy"] += 1
                 return
             task = self._spawn(self._answer(peer, session.link, message))
             session.serving.add(task)
@@ -395,9 +415,12 @@ class Mesh:
     # -- requests --------------------------------------------------------------
 
     async def _answer(self, peer: Peer, link: Link, request: Request) -> None:
+        method = request.method
         body, error = await self.handlers.answer(
-            request.method, request.body, peer.member, self.tuning.max_frame - RESPONSE_OVERHEAD
+            method, request.body, peer.member, self.tuning.max_frame - RESPONSE_OVERHEAD
         )
+        label = method if method in self.handlers else OTHER
+        self.stats.handled[label, "ok" if error is None else "error"] += 1
         try:
             data = encode_frame(Response(request.id, body, error), self.tuning.max_frame)
         except FrameTooLarge:  # never send an oversize frame: the peer would drop the link

@@ -17,6 +17,7 @@ import structlog
 
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
+from node.metrics import NodeStats
 from shared.backoff import Backoff
 from shared.config import Tuning, split_address
 from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link, refused
@@ -57,8 +58,10 @@ class Registrar:
         hello: Callable[[Link], Awaitable[Hello]],
         on_changes: Callable[[Changes], None],
         record: Callable[[], Member],
+        stats: NodeStats | None = None,
     ) -> None:
         self.distributors = [DistributorLink(address) for address in addresses]
+        self.stats = NodeStats() if stats is None else stats
         self.membership = membership
         self.tuning = tuning
         self.lag = lag
@@ -106,7 +109,10 @@ class Registrar:
         backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
         dlog = log.bind(distributor=distributor.address)
         host, port = split_address(distributor.address)
+        retry = False  # the first attempt is no retry; every later one is
         while True:
+            self.stats.retries["distributor"] += retry
+            retry = True
             distributor.status.set("connecting")
             try:
                 link, registered, snapshot = await self._register(host, port)
@@ -143,7 +149,7 @@ class Registrar:
 
     async def _register(self, host: str, port: int) -> tuple[Link, Member, Snapshot]:
         """Dial, say hello, and wait for the whole snapshot within the handshake timeout."""
-        link = await open_link(host, port, self.tuning, self.lag)
+        link = await open_link(host, port, self.tuning, self.lag, self.stats.distributor_traffic)
         try:
             hello = await self._hello(link)
             deadline = asyncio.get_running_loop().time() + self.tuning.handshake_timeout
@@ -157,6 +163,7 @@ class Registrar:
                     raise LinkDown(LinkEnd("protocol", f"expected snapshot, got {message.TYPE}"))
                 snapshot = assembler.add(message)
                 if snapshot is not None:
+                    self.stats.events["snapshot"] += 1
                     return link, hello.member, snapshot
         except ProtocolError as exc:  # e.g. a snapshot over our MESH_MAX_MEMBERS
             await link.close()
@@ -168,6 +175,7 @@ class Registrar:
     async def _follow(self, address: str, link: Link) -> LinkEnd:
         def on_message(message: Message) -> None:
             if isinstance(message, MemberJoined | MemberLeft):
+                self.stats.events[message.TYPE] += 1
                 changes = self.membership.apply_delta(address, message, time.monotonic())
                 self._on_changes(changes)
 

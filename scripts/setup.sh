@@ -18,7 +18,7 @@ build_image() {
 
 start=$(ms)
 for step in scripts/compose-v2.sh scripts/base-image.sh scripts/wheelhouse.sh \
-    scripts/venv.sh scripts/env-file.sh build_image; do
+    scripts/venv.sh scripts/chromium.sh scripts/prometheus.sh scripts/env-file.sh build_image; do
     t0=$(ms)
     if [ -f "$step" ]; then bash "$step"; else "$step"; fi
     echo "  ($(basename "$step" .sh): $(seconds $(($(ms) - t0))))"

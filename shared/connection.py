@@ -22,6 +22,7 @@ import structlog
 
 from shared.config import Tuning, join_address
 from shared.framing import FrameDecoder, encode_frame
+from shared.metrics import LAG_BUCKETS, Buckets, Refusals, Traffic
 from shared.wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -63,6 +64,7 @@ class LoopLag:
             maxlen=int(window / interval)
         )
         self._due: float | None = None  # when the sampler should wake next
+        self.histogram = Buckets(LAG_BUCKETS)  # how late each tick was (mesh_event_loop_lag)
 
     def since(self, start: float, now: float) -> float:
         """Seconds this loop was stalled between loop times `start` and `now`.
@@ -80,8 +82,11 @@ class LoopLag:
 
     def tick(self, now: float) -> None:
         """The sampler woke at loop time `now`: note how late that was, and the next due time."""
-        if self._due is not None and now - self._due > self.STALL:
-            self._stalls.append((now, now - self._due))
+        if self._due is not None:
+            late = now - self._due
+            self.histogram.observe(max(0.0, late))
+            if late > self.STALL:
+                self._stalls.append((now, late))
         self._due = now + self.interval
 
     async def run(self) -> None:
@@ -98,6 +103,7 @@ class LinkEnd:
     reason: str
     detail: str
     code: str | None = None  # the error frame's code, when the peer refused us with one
+    sent: str | None = None  # the error frame's code, when we refused the peer with one
 
 
 class LinkDown(Exception):
@@ -143,6 +149,7 @@ class Link:
         tuning: Tuning,
         lag: LoopLag,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -164,6 +171,8 @@ class Link:
         # frames sent after the first in this loop iteration, written as one at its end:
         # a syscall costs more than a small frame (a burst of requests, responses, deltas)
         self._queued: list[bytes] | None = None
+        # frames and bytes both ways, shared by the links of one kind (the metrics)
+        self._traffic = Traffic() if traffic is None else traffic
 
     @property
     def local_host(self) -> str | None:
@@ -173,8 +182,8 @@ class Link:
 
     # -- writing -------------------------------------------------------------
 
-    def send_nowait(self, data: Message | bytes) -> None:
-        """Queue one frame (or pre-encoded frame bytes) without waiting.
+    def send_nowait(self, data: Message | bytes, frames: int = 1) -> None:
+        """Queue one frame (or pre-encoded frame bytes, `frames` of them) without waiting.
 
         The first frame of a loop iteration is written at once; later ones in the
         same iteration go out together in one write when it ends (close flushes too).
@@ -183,6 +192,7 @@ class Link:
             return
         if isinstance(data, Message):
             data = encode_frame(data, self.tuning.max_frame)
+        self._traffic.frames_sent += frames
         if self._queued is not None:
             self._queued.append(data)
             return
@@ -203,6 +213,7 @@ class Link:
             self.writer.transport.abort()
             return
         self.writer.write(data)
+        self._traffic.bytes_sent += len(data)
 
     async def send(self, data: Message | bytes, deadline: float | None = None) -> None:
         """Send one frame and wait until the OS took it; LinkDown if it could not.
@@ -251,6 +262,7 @@ class Link:
                 raise LinkDown(LinkEnd("protocol", str(exc))) from None
             if message is not None:
                 self.last_received = self._loop.time()
+                self._traffic.frames_received += 1
                 return message
             try:
                 async with asyncio.timeout_at(deadline):
@@ -261,6 +273,7 @@ class Link:
                 raise LinkDown(LinkEnd("closed", f"read failed: {exc!r}")) from None
             if not data:
                 raise LinkDown(LinkEnd("closed", "connection closed by peer"))
+            self._traffic.bytes_received += len(data)
             self._decoder.feed(data)
 
     async def receive_alive(self) -> Message:
@@ -296,7 +309,9 @@ class Link:
             if theirs.id == mine.id or len(theirs.nonce) != 2 * NONCE_BYTES:
                 # our own hello sent back, or no real challenge: nothing to prove against
                 self.send_nowait(Error("auth_failed", "a hello with a fresh nonce is required"))
-                raise LinkDown(LinkEnd("protocol", "authentication failed: bad hello"))
+                raise LinkDown(
+                    LinkEnd("protocol", "authentication failed: bad hello", sent="auth_failed")
+                )
             self.send_nowait(Auth(auth_proof(secret, mine, theirs, dialer)))
             message = await self.receive(deadline)
             if isinstance(message, Error):
@@ -305,7 +320,7 @@ class Link:
             given = message.proof.encode() if isinstance(message, Auth) else b""
             if not hmac.compare_digest(given, expected):
                 self.send_nowait(Error("auth_failed", "the mesh secret does not match"))
-                raise LinkDown(LinkEnd("protocol", "authentication failed"))
+                raise LinkDown(LinkEnd("protocol", "authentication failed", sent="auth_failed"))
         return theirs
 
     async def _receive_hello(self, deadline: float) -> Hello:
@@ -320,7 +335,7 @@ class Link:
                 f"we speak {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}"
             )
             self.send_nowait(Error("unsupported_version", text))
-            raise LinkDown(LinkEnd("protocol", text))
+            raise LinkDown(LinkEnd("protocol", text, sent="unsupported_version"))
         self.peer_version = message.version
         self.log = self.log.bind(peer_id=message.id, peer_name=message.name)
         return message
@@ -366,7 +381,9 @@ class Link:
         self.writer.transport.abort()
 
 
-async def open_link(host: str, port: int, tuning: Tuning, lag: LoopLag) -> Link:
+async def open_link(
+    host: str, port: int, tuning: Tuning, lag: LoopLag, traffic: Traffic | None = None
+) -> Link:
     """Dial host:port within the handshake timeout; LinkDown if it cannot."""
     try:
         async with asyncio.timeout(tuning.handshake_timeout):
@@ -375,7 +392,7 @@ async def open_link(host: str, port: int, tuning: Tuning, lag: LoopLag) -> Link:
             )
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a name IDNA refuses
         raise LinkDown(LinkEnd("closed", describe_error(exc))) from None
-    return Link(reader, writer, tuning, lag)
+    return Link(reader, writer, tuning, lag, traffic=traffic)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -394,7 +411,8 @@ class Listener:
 
     Each connection goes through the handshake, at most MESH_MAX_CONNECTIONS at a time
     (beyond that it gets a `full` error frame), then `serve(link, hello)` runs it; the link
-    is closed when that returns. stop() cancels and awaits every connection.
+    is closed when that returns. stop() cancels and awaits every connection. Its links add
+    to `traffic`; refused connections and failed handshakes are counted in `refusals`.
     """
 
     def __init__(
@@ -403,9 +421,13 @@ class Listener:
         lag: LoopLag,
         hello: Callable[[], Hello],
         serve: Callable[[Link, Hello], Awaitable[None]],
+        traffic: Traffic | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self.tuning = tuning
         self.lag = lag
+        self.traffic = Traffic() if traffic is None else traffic
+        self.refusals = Refusals() if refusals is None else refusals
         self._hello = hello
         self._serve = serve
         self._handshaking = 0
@@ -446,7 +468,7 @@ class Listener:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        link = Link(reader, writer, self.tuning, self.lag)
+        link = Link(reader, writer, self.tuning, self.lag, traffic=self.traffic)
         try:
             try:
                 hello = await self._admit(link)
@@ -465,6 +487,7 @@ class Listener:
         """The peer's hello, or None (logged) when the link is refused or fails its handshake."""
         if self._handshaking >= self.tuning.max_connections:
             link.log.warning("connection_refused", why="too many connections in the handshake")
+            self.refusals.rejected["handshake_limit"] += 1
             link.send_nowait(Error("full", "too many connections in the handshake"))
             return None
         self._handshaking += 1
@@ -472,6 +495,14 @@ class Listener:
             return await link.handshake(self._hello(), dialer=False)
         except LinkDown as exc:
             link.log.info("handshake_failed", reason=exc.end.reason, detail=exc.end.detail)
+            self.refusals.handshake_failed[handshake_failure(exc.end)] += 1
             return None
         finally:
             self._handshaking -= 1
+
+
+def handshake_failure(end: LinkEnd) -> str:
+    """Why a handshake failed, in a word (mesh_handshakes_failed_total's reason): timeout,
+    closed, protocol (bad input, or an error frame from the peer), or the code of the
+    error frame we refused it with (auth_failed, unsupported_version)."""
+    return end.sent or end.reason

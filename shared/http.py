@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -22,20 +24,52 @@ async def healthz(request: web.Request) -> web.Response:
 # probes carry no secret: liveness and readiness stay open with a token set
 OPEN_PATHS = frozenset(("/healthz", "/readyz"))
 
+# A browser cannot add a header to an EventSource: the distributor's page logs in with a
+# form (distributor/page.py), which sets this cookie (HttpOnly, SameSite=Strict). Its value
+# is derived from the token (hex, so always a valid cookie value, and the token itself
+# never sits in the browser's cookie store).
+TOKEN_COOKIE = "mesh_token"
+# a program may answer requests without a valid token on some paths itself, instead of the
+# JSON 401 (the distributor's page answers a login form): path -> handler
+LOGIN_HANDLERS = web.AppKey("login_handlers", Mapping[str, Handler])
 
-def bearer_token_required(token: str) -> Any:
-    """Every endpoint but the probes needs `Authorization: Bearer <token>`."""
-    expected = token.encode("utf-8", "surrogateescape")
+
+class TokenCheck:
+    """The HTTP token: the bearer header or the cookie, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode("utf-8", "surrogateescape")
+        self.cookie = hmac.new(self._expected, b"mesh http cookie", hashlib.sha256).hexdigest()
+
+    def matches(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._expected)
+
+    def authorized(self, request: web.Request) -> bool:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # the scheme is case-insensitive (RFC 7235)
+        if scheme.lower() == "bearer" and self.matches(given.strip()):
+            return True
+        cookie = request.cookies.get(TOKEN_COOKIE)
+        return cookie is not None and hmac.compare_digest(
+            cookie.encode("utf-8", "surrogateescape"), self.cookie.encode()
+        )
+
+
+# the app's TokenCheck, set by start_http when a token is set (absent: the API is open)
+TOKEN_CHECK = web.AppKey("token_check", TokenCheck)
+
+
+def bearer_token_required(check_token: TokenCheck) -> Any:
+    """Every endpoint but the probes needs `Authorization: Bearer <token>` or the cookie."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            given_bytes = given.strip().encode("utf-8", "surrogateescape")
-            # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
-                return json_response({"error": "a valid bearer token is required"}, 401)
-        return await handler(request)
+        if request.path in OPEN_PATHS or check_token.authorized(request):
+            return await handler(request)
+        login = request.app.get(LOGIN_HANDLERS, {}).get(request.path)
+        if login is not None:
+            return await login(request)
+        return json_response({"error": "a valid bearer token is required"}, 401)
 
     return check
 
@@ -45,7 +79,8 @@ async def start_http(
 ) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
     if token is not None:
-        app.middlewares.append(bearer_token_required(token))
+        app[TOKEN_CHECK] = check = TokenCheck(token)
+        app.middlewares.append(bearer_token_required(check))
     # a short shutdown: a stopping program must exit within 2 s
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()

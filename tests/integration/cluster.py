@@ -214,9 +214,11 @@ class Cluster:
         port: int | None = None,
         name: str = "distributor",
         program: tuple[str, ...] = ("-m", "distributor"),
+        http_port: int | None = None,
     ) -> Proc:
-        """Start a distributor on the cluster's fixed port (restarts reuse it), or on `port`."""
-        port, http_port = port or self.distributor_port, free_port()
+        """Start a distributor on the cluster's fixed port (restarts reuse it), or on `port`;
+        `http_port` keeps its HTTP API where it was (a browser's page, say)."""
+        port, http_port = port or self.distributor_port, http_port or free_port()
         flags = ["--host", "127.0.0.1", "--port", str(port), "--http-port", str(http_port)]
         proc = self._proc(name, list(program), flags, port, http_port, env).start()
         proc.wait_healthy()

@@ -22,7 +22,7 @@ def test_a_partial_partition_shows_in_links_and_clears_when_it_heals(make_cluste
             "both nodes report the ghost",
             lambda: broken_pairs(distributor) == {("a", "ghost"), ("b", "ghost")},
         )
-        code, doc = http("GET", distributor.http_port, "/v1/links")
+        _, doc = http("GET", distributor.http_port, "/v1/links")
         link = next(link for link in doc["broken"] if link["from_name"] == "a")
         assert link["to"] == ghost.id and link["state"] == "retrying" and link["since"]
 

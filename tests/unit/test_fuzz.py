@@ -378,8 +378,9 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
         obj = message.to_dict()
         key = draw(st.sampled_from(sorted(obj)))
         obj[key] = draw(hostile_values)
-        if draw(st.booleans()) and isinstance(obj.get("member"), dict):
-            obj["member"][draw(st.sampled_from(sorted(obj["member"])))] = draw(hostile_values)
+        member = obj.get("member")
+        if draw(st.booleans()) and isinstance(member, dict) and member:
+            member[draw(st.sampled_from(sorted(member)))] = draw(hostile_values)
         return raw_frame(obj)
     data = bytearray(struct.pack(">I", len(body)) + body)
     at = draw(st.integers(0, len(data) - 1))
