@@ -79,6 +79,13 @@ def _count(obj: dict[str, Any], key: str) -> int:
     return value
 
 
+def _seconds(obj: dict[str, Any], key: str) -> float:
+    value = obj.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < MAX_INT:
+        raise ProtocolError(f"field {key!r} must be a non-negative number")
+    return float(value)
+
+
 def _flag(obj: dict[str, Any], key: str, default: bool = True) -> bool:
     value = obj.get(key, default)
     if not isinstance(value, bool):
@@ -528,10 +535,7 @@ class Departure:
     def from_dict(cls, obj: Any) -> Departure:
         if not isinstance(obj, dict):
             raise ProtocolError("a tombstone must be an object")
-        age = obj.get("age")
-        if not isinstance(age, int | float) or isinstance(age, bool) or not 0 <= age < MAX_INT:
-            raise ProtocolError("field 'age' must be a non-negative number")
-        return cls(_text(obj, "id", MAX_ID), _count(obj, "incarnation"), float(age))
+        return cls(_text(obj, "id", MAX_ID), _count(obj, "incarnation"), _seconds(obj, "age"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,14 +594,7 @@ class BrokenLink:
     def from_dict(cls, obj: Any) -> BrokenLink:
         if not isinstance(obj, dict):
             raise ProtocolError("a broken link must be an object")
-        since = obj.get("since")
-        if (
-            not isinstance(since, int | float)
-            or isinstance(since, bool)
-            or not 0 <= since < MAX_INT
-        ):
-            raise ProtocolError("field 'since' must be a non-negative number")
-        return cls(_text(obj, "to", MAX_ID), _text(obj, "state", 32), float(since))
+        return cls(_text(obj, "to", MAX_ID), _text(obj, "state", 32), _seconds(obj, "since"))
 
 
 @dataclass(frozen=True, slots=True)
