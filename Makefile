@@ -1,6 +1,6 @@
 # The two commands: `make up` (set up, then a distributor and five nodes in the foreground)
 # and `make test`. Every target is phony: tests/ and bench/ are folders.
-.PHONY: help setup up down test test-e2e chaos fuzz bench lint format
+.PHONY: help setup up down test test-e2e chaos fuzz bench lint format swarm-up swarm-down
 
 VENV_PY := .venv/bin/python
 NODES ?= 5
@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 CHAOS_SECONDS ?= 180
 FUZZ_ARGS ?= --frames 1000000
 BENCH_ARGS ?=
+STACK ?= mesh
+SWARM_HTTP_PORT ?= 9100
 
 help:
 	@echo "make setup   install what is missing (compose v2, base image, wheelhouse, .venv, .env), build the image"
@@ -18,6 +20,8 @@ help:
 	@echo "make fuzz    hostile frames at a live cluster on loopback (FUZZ_ARGS=\"$(FUZZ_ARGS)\")"
 	@echo "make bench   benchmarks: tables on stdout, bench/results/<UTC time>.json and .png (under 10 min)"
 	@echo "make lint    ruff check and ruff format --check"
+	@echo "make swarm-up    setup, then the stack on Docker Swarm: STACK=$(STACK), NODES=$(NODES), distributor HTTP on :$(SWARM_HTTP_PORT)"
+	@echo "make swarm-down  remove the stack; leave swarm mode if swarm-up entered it"
 
 setup:
 	bash scripts/setup.sh
@@ -63,3 +67,61 @@ format:
 	bash scripts/venv.sh
 	$(VENV_PY) -m ruff check --fix .
 	$(VENV_PY) -m ruff format .
+
+# The stack on Docker Swarm (deploy/swarm/stack.yml; README, "Docker Swarm"). swarm-up enters
+# swarm mode only if the engine is not in it (and notes that in build/swarm/initialised, so
+# swarm-down leaves it again), makes the two secret files once (build/swarm/, random, never
+# committed) and deploys the locally built image without asking a registry.
+SWARM_DIR := build/swarm
+SWARM_MARK := $(SWARM_DIR)/initialised
+
+swarm-up: setup
+	@mkdir -p $(SWARM_DIR)
+	@for f in mesh-secret http-token; do \
+	    [ -s $(SWARM_DIR)/$$f ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >$(SWARM_DIR)/$$f); \
+	done
+	@state=$$(docker info --format '{{.Swarm.LocalNodeState}}'); \
+	if [ "$$state" = inactive ]; then \
+	    bridge=$$(docker network inspect docker_gwbridge >/dev/null 2>&1 && echo kept || echo made); \
+	    docker swarm init >/dev/null 2>$(SWARM_DIR)/init.err || \
+	        docker swarm init --advertise-addr 127.0.0.1 >/dev/null || { cat $(SWARM_DIR)/init.err >&2; exit 1; }; \
+	    rm -f $(SWARM_DIR)/init.err; \
+	    echo "gwbridge=$$bridge" >$(SWARM_MARK); \
+	    echo "swarm: this engine is now a single-node swarm (make swarm-down leaves it)"; \
+	elif [ "$$state" != active ]; then \
+	    echo "swarm: the engine's swarm state is $$state; fix that first" >&2; exit 1; \
+	fi
+	@if ! docker stack ls --format '{{.Name}}' | grep -qx '$(STACK)' && \
+	    $(VENV_PY) -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+	        $(SWARM_HTTP_PORT) 2>/dev/null; then \
+	    echo "swarm: port $(SWARM_HTTP_PORT) is in use (make up's distributor?): make swarm-up SWARM_HTTP_PORT=9190" >&2; \
+	    exit 1; \
+	fi
+	MESH_NODES=$(NODES) MESH_SWARM_HTTP_PORT=$(SWARM_HTTP_PORT) \
+	    docker stack deploy --resolve-image never -c deploy/swarm/stack.yml $(STACK)
+	@echo "waiting for the tasks to run (up to 60 s)..."; \
+	for i in $$(seq 60); do \
+	    want=$$(docker stack services $(STACK) --format '{{.Replicas}}' | awk -F/ '$$1 != $$2' | wc -l); \
+	    [ "$$want" = 0 ] && break; sleep 1; \
+	done; \
+	docker stack services $(STACK)
+
+swarm-down:
+	@if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx '$(STACK)'; then \
+	    docker stack rm $(STACK); \
+	    echo "waiting for its containers and network to go (up to 60 s)..."; \
+	    for i in $$(seq 60); do \
+	        left=$$(docker ps -aq --filter label=com.docker.stack.namespace=$(STACK); \
+	                docker network ls -q --filter label=com.docker.stack.namespace=$(STACK)); \
+	        [ -z "$$left" ] && break; sleep 1; \
+	    done; \
+	fi
+	@if [ -f $(SWARM_MARK) ]; then \
+	    if [ -n "$$(docker service ls -q)" ]; then \
+	        echo "swarm: other services still run; staying in swarm mode (docker swarm leave --force)"; \
+	    else \
+	        docker swarm leave --force; \
+	        grep -q gwbridge=made $(SWARM_MARK) && docker network rm docker_gwbridge >/dev/null 2>&1; \
+	        rm -f $(SWARM_MARK); \
+	    fi; \
+	fi
