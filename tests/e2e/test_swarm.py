@@ -39,7 +39,15 @@ from typing import Any
 import docker.errors
 import pytest
 import yaml
-from e2e_harness import DEADLINE, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, LOG_DIR, ROOT, NotYet
+from e2e_harness import (
+    DEADLINE,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT,
+    LOG_DIR,
+    ROOT,
+    NotYet,
+    _alive,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -139,16 +147,6 @@ def swarm_state() -> tuple[str, bool]:
     out = docker_cli("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}")
     state, manager = out.split()
     return state, manager == "true"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process, alive
-        return True
-    return True
 
 
 def _stale_mark() -> dict | None:
