@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import detection, memory, messaging, propagation, report, storm
-from bench.procs import ROOT, raise_nofile
+from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
 SIZES = [50, 100, 200, 400, 1000, 2000, 5000, 10000]

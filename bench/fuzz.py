@@ -22,18 +22,13 @@ import asyncio
 import contextlib
 import copy
 import json
-import os
 import random
-import resource
 import shutil
 import socket
-import ssl
 import struct
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
@@ -41,6 +36,9 @@ from typing import Any
 
 import orjson
 
+from harness.hostile import HOSTILE_VALUES, tls_client_hello
+from harness.ports import free_port
+from harness.procs import Proc, clean_env, raise_nofile
 from shared.framing import encode_frame
 from shared.wire import (
     MESSAGE_TYPES,
@@ -62,7 +60,6 @@ from shared.wire import (
     Update,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 NODES = 3
 HANDSHAKE_TIMEOUT = 2.0  # stalled connections are cut after this
 STALL_SHARE = 0.002  # of connections: send part of a frame, then wait to be cut
@@ -78,37 +75,7 @@ CLUSTER_ENV = {
 }
 
 TEXT = 'abcdefghijklmnopqrstuvwxyz0123456789-_.:é✓𝄞\u2028\x00\n"\\ '
-HOSTILE_VALUES: list[Any] = [
-    None,
-    True,
-    False,
-    -1,
-    0,
-    0.5,
-    -0.0,
-    1e308,
-    2**53,
-    2**63,
-    2**64 - 1,
-    -(2**63),
-    "",
-    "x" * 300,
-    [],
-    {},
-    [[[[[]]]]],
-    {"type": "hello"},
-    "127.0.0.1:99999",
-    "[::1",
-]
 DEEP = "\x00deep\x00"  # replaced by JSON nested past what orjson writes
-
-
-def tls_client_hello() -> bytes:
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="mesh")
-    with contextlib.suppress(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
 
 
 GARBAGE = [
@@ -317,31 +284,11 @@ class Forge:
 # -- the cluster -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get_json(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-@dataclass
-class Proc:
-    name: str
-    port: int
-    http_port: int
-    popen: subprocess.Popen[bytes]
-    log: Path
-    id: str = ""
-
-
 class Cluster:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: list[Proc] = []
+        self.ids: dict[str, str] = {}  # node name -> its id
 
     def start(self, nodes: int) -> None:
         port = free_port()
@@ -350,9 +297,9 @@ class Cluster:
             flags = ["--name", f"n{i}", "--distributor", f"127.0.0.1:{port}"]
             self._spawn(f"n{i}", "node", free_port(), flags)
         for proc in self.procs:
-            self._wait_healthy(proc)
+            proc.wait_healthy(SETTLE)
         for proc in self.nodes:
-            proc.id = get_json(proc.http_port, "/v1/status")["id"]
+            self.ids[proc.name] = proc.get("/v1/status")["id"]
         end = time.monotonic() + SETTLE
         while not self.whole():
             if time.monotonic() > end:
@@ -363,24 +310,8 @@ class Cluster:
         http_port = free_port()
         args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
         args += ["--http-port", str(http_port), *flags]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-        env = {**env, "PYTHONPATH": str(ROOT), **CLUSTER_ENV}
         log = self.workdir / f"{name}.log"
-        with open(log, "wb") as out:
-            popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        self.procs.append(Proc(name, port, http_port, popen, log))
-
-    @staticmethod
-    def _wait_healthy(proc: Proc) -> None:
-        end = time.monotonic() + SETTLE
-        while time.monotonic() < end:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"{proc.name} exited while starting: {proc.log.read_text()}")
-            with contextlib.suppress(OSError, ValueError):
-                if get_json(proc.http_port, "/healthz") == {"status": "ok"}:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{proc.name} did not answer /healthz")
+        self.procs.append(Proc(name, args, clean_env(CLUSTER_ENV), log, http_port, port).start())
 
     @property
     def distributor(self) -> Proc:
@@ -392,9 +323,9 @@ class Cluster:
 
     def exited(self) -> list[str]:
         return [
-            f"{p.name} (exit {p.popen.returncode})"
+            f"{p.name} (exit {p.popen and p.popen.returncode})"
             for p in self.procs
-            if p.popen.poll() is not None
+            if not p.running()
         ]
 
     def problem(self, exact: bool = False) -> str | None:
@@ -402,16 +333,14 @@ class Cluster:
         try:
             if self.exited():
                 return f"exited: {', '.join(self.exited())}"
-            real = {p.id for p in self.nodes}
-            registered = {
-                m["id"] for m in get_json(self.distributor.http_port, "/v1/members")["members"]
-            }
+            real = set(self.ids.values())
+            registered = {m["id"] for m in self.distributor.get("/v1/members")["members"]}
             if not real <= registered or (exact and registered != real):
                 listed, others = len(registered & real), len(registered - real)
                 return f"the distributor lists {listed} of {len(real)} nodes, {others} others"
             for node in self.nodes:
-                st = get_json(node.http_port, "/v1/status")
-                others = real - {node.id}
+                st = node.get("/v1/status")
+                others = real - {self.ids[node.name]}
                 connected = {p["id"] for p in st["peers"] if p["state"] == "connected"}
                 if not others <= connected:
                     return (
@@ -420,7 +349,7 @@ class Cluster:
                 known = {m["id"] for m in st["members"]} | {p["id"] for p in st["peers"]}
                 if exact and known != others:
                     return f"{node.name} still knows {len(known - others)} ghosts"
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, AssertionError) as exc:  # or an answer not 200
             return f"could not ask: {exc!r}"
         return None
 
@@ -431,7 +360,7 @@ class Cluster:
         """Per process: error log lines and raw tracebacks (what a crash leaves behind)."""
         findings: dict[str, list[str]] = {}
         for proc in self.procs:
-            lines = proc.log.read_text(errors="replace").splitlines()
+            lines = proc.log_path.read_text(errors="replace").splitlines()
             bad = [
                 line[:300]
                 for line in lines
@@ -445,14 +374,7 @@ class Cluster:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.popen.poll() is None:
-                proc.popen.terminate()
-        for proc in self.procs:
-            try:
-                proc.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+            proc.stop(grace=5)
 
 
 # -- firing ------------------------------------------------------------------------
@@ -588,8 +510,7 @@ async def fire(
 
 
 def run(frames: int, concurrency: int, seed: int, nodes: int, keep: bool) -> dict[str, Any]:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix="mesh-fuzz-"))
     cluster = Cluster(workdir)
     # a port nothing listens on, held so no one else takes it: ghosts point there

@@ -15,8 +15,10 @@ from typing import Any
 
 import uvloop
 
-from bench.procs import free_port, program, status_mb
+from bench.procs import program
 from bench.rawclient import RawClient, connect, heartbeats
+from harness.ports import free_port
+from harness.procs import status_mb
 
 PEERS = 100
 SETTLE = 1.0  # seconds for the node to reach a steady state before it is read

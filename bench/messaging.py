@@ -22,11 +22,12 @@ from typing import Any, cast
 
 import uvloop
 
-from bench.procs import free_port, program
+from bench.procs import program
+from harness.ports import free_port
 from node.app import Node
 from node.config import parse as parse_node
-from shared.connection import LoopLag
 from shared.framing import FrameDecoder, encode_frame
+from shared.looplag import LoopLag
 from shared.wire import Request, Response
 
 CONCURRENCY = 32

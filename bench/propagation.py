@@ -15,9 +15,10 @@ from typing import Any
 
 import uvloop
 
-from bench.procs import distributor, free_port
+from bench.procs import distributor
 from bench.rawclient import LEAVE, RawClient, connect, heartbeats
 from bench.stats import percentile
+from harness.ports import free_port
 
 WAIT = 10.0  # seconds for every client to hear of one event; a miss is reported, not hidden
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import uvloop
 
-from bench.procs import distributor, free_port, raise_nofile, status_mb
+from bench.procs import distributor
 from bench.rawclient import RawClient, connect, heartbeats
+from harness.ports import free_port
+from harness.procs import raise_nofile, status_mb
 
 CLIENTS_PER_WORKER = 500  # below this one loop keeps up; above, a worker per CPU
 NAIVE_MAX = 400  # the naive mode is measured up to here and modelled beyond

@@ -31,10 +31,12 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench.procs import cpu_seconds, distributor, free_port, raise_nofile, status_mb, stop
+from bench.procs import distributor
 from bench.rawclient import RawClient, connect, heartbeats
 from bench.report import _table
 from bench.stats import percentile
+from harness.ports import free_port
+from harness.procs import cpu_seconds, raise_nofile, status_mb, stop
 
 SETTLE = 3.0  # seconds with every watcher open before the distributor is read
 WAIT = 60.0  # seconds for every watcher to see one change; a miss is reported, not hidden

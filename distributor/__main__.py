@@ -17,7 +17,7 @@ from distributor.server import DistributorServer
 from distributor.watch import VersionWatch
 from shared import log as mesh_log
 from shared.config import join_address
-from shared.connection import LoopLag
+from shared.looplag import LoopLag
 from shared.program import listen_or_fail, run_program, start_api
 
 log = structlog.get_logger()

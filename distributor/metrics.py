@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client.core import Metric
 
-from shared.connection import LoopLag
+from shared.looplag import LoopLag
 from shared.metrics import (
     Refusals,
     Traffic,

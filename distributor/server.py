@@ -16,8 +16,11 @@ import structlog
 from distributor.metrics import DistributorStats
 from distributor.registry import RegistrationRefused, Registry
 from shared.config import Tuning, join_address
-from shared.connection import Link, LinkEnd, Listener, LoopLag
 from shared.framing import encode_frame
+from shared.link import Link
+from shared.linkend import EndReason, LinkEnd
+from shared.listener import Listener
+from shared.looplag import LoopLag
 from shared.snapshot import snapshot_frames
 from shared.wire import (
     Error,
@@ -201,7 +204,7 @@ class DistributorServer:
     def _unregister(self, member: Member, link: Link, end: LinkEnd | None) -> None:
         if self._links.get(member.id, (None, None))[1] is link:
             del self._links[member.id]
-        reason = end.reason if end else "closed"
+        reason = end.reason if end else EndReason.CLOSED
         left = self.registry.unregister(member, reason)
         if left is not None and not self._stopping:
             self._broadcast(left)

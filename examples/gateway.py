@@ -30,10 +30,10 @@ from aiohttp import web
 from node import run as node_run
 from node.app import Node
 from node.config import NodeConfig
-from node.handlers import RequestFailed
+from node.errors import RequestFailed
 from shared.config import ConfigError, join_address
-from shared.connection import LoopLag
 from shared.http import json_response, start_http
+from shared.looplag import LoopLag
 from shared.program import listen_or_fail, run_program
 from shared.wire import is_port
 

@@ -19,7 +19,7 @@ import itertools
 from typing import Any
 
 from node.app import Node
-from node.handlers import RequestFailed
+from node.errors import RequestFailed
 from node.run import main
 from shared.wire import Member
 

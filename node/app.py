@@ -25,16 +25,15 @@ from typing import Any
 import structlog
 
 from node.config import NodeConfig
-from node.handlers import (
+from node.errors import (
     AmbiguousName,
     BadRequest,
-    Handler,
     NoProvider,
     RequestFailed,
     RequestTimedOut,
     UnknownMember,
-    builtin_handlers,
 )
+from node.handlers import Handler, builtin_handlers
 from node.linkreport import LinkReporter
 from node.membership import Changes, Membership
 from node.mesh import Mesh
@@ -42,7 +41,8 @@ from node.metrics import OUTCOMES, NodeStats
 from node.registrar import Registrar
 from node.routing import TRIES, ProviderPicker
 from shared.config import join_address, split_address
-from shared.connection import Link, LoopLag
+from shared.link import Link
+from shared.looplag import LoopLag
 from shared.wire import (
     MAX_METHOD,
     MAX_SERVICES,
@@ -191,6 +191,13 @@ class Node:
     def apply(self, changes: Changes) -> None:
         if changes.refute:  # membership moved us to a newer incarnation (SWIM's refutation)
             self.log.warning("declared_gone_refuted", incarnation=self.incarnation)
+        for limit in changes.limits_reached:  # once per episode; every refusal is a metric
+            self.log.warning(
+                "limit_reached",
+                limit=limit,
+                max=self.config.tuning.max_members,
+                detail=f"{limit} beyond MESH_MAX_MEMBERS are refused until there is room",
+            )
         self.mesh.apply(changes)
 
     # -- lifecycle -----------------------------------------------------------
@@ -208,8 +215,8 @@ class Node:
         tasks = [
             *([asyncio.create_task(self.registrar.run())] if self.config.distributors else []),
             asyncio.create_task(self._housekeeping()),
-            *(asyncio.create_task(self.mesh.seed(seed)) for seed in self.config.seeds),
         ]
+        self.mesh.dial_seeds(self.config.seeds)  # the mesh owns its dialling tasks
         stopping = asyncio.create_task(stop.wait())
         try:
             # these tasks run forever; one that ends is a bug, and the process says so
@@ -284,8 +291,8 @@ class Node:
         """Call `method` on the member `to` (id or name), or on any provider of `service`,
         and return its result.
 
-        Raises RequestFailed otherwise: its `status` is the HTTP code that says why, its
-        `member` the id of the member called, if one was chosen.
+        Raises node.errors.RequestFailed otherwise: its `status` is the HTTP code that says
+        why, its `member` the id of the member called, if one was chosen.
         """
         return (await self.call(to, method, body, timeout, service=service))[1]
 

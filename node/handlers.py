@@ -8,7 +8,8 @@ record, returning a JSON value::
 
     node.handlers.add("greet", greet)
 
-The built-ins `ping` and `echo` are registered the same way.
+A handler that refuses raises node.errors.RequestFailed: its message goes back to the
+caller (a 502 there). The built-ins `ping` and `echo` are registered the same way.
 """
 
 from __future__ import annotations
@@ -19,78 +20,12 @@ from typing import Any
 import orjson
 import structlog
 
+from node.errors import RequestFailed, UnknownMethod
 from shared.wire import MAX_METHOD, MAX_TEXT, Member
 
 log = structlog.get_logger()
 
 Handler = Callable[[Any, Member], Awaitable[Any]]
-
-
-class RequestFailed(Exception):
-    """A request that did not get a result; `status` is the HTTP code that says why.
-
-    `may_have_run` is False only when no handler can have seen the request (its frame
-    never reached the transport, or the callee refused it as busy): only then may a
-    routed request try another provider. `member` is the id of the member that was
-    called, once one was chosen.
-    """
-
-    status = 502
-    may_have_run = True
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.extra = extra
-        self.member: str | None = None
-
-
-class UnknownMethod(RequestFailed):
-    pass
-
-
-class BadRequest(RequestFailed):
-    status = 400
-
-
-class UnknownMember(RequestFailed):
-    status = 404
-
-
-class AmbiguousName(RequestFailed):
-    status = 409
-
-
-class RequestTooLarge(RequestFailed):
-    status = 413
-
-
-class TooManyInFlight(RequestFailed):
-    """Our own limit on the link, or the callee's (a `busy` response): nothing ran."""
-
-    status = 429
-    may_have_run = False
-
-
-class NotSent(RequestFailed):
-    """The link was already closing: the request frame never reached the transport."""
-
-    may_have_run = False
-
-
-class PeerUnavailable(RequestFailed):
-    status = 503
-    may_have_run = False
-
-
-class NoProvider(RequestFailed):
-    """No provider of the service is connected and not draining."""
-
-    status = 503
-    may_have_run = False
-
-
-class RequestTimedOut(RequestFailed):
-    status = 504
 
 
 class Handlers:

@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node import metrics
 from node.app import Node
-from node.handlers import BadRequest, RequestFailed
+from node.errors import BadRequest, RequestFailed, RequestTooLarge
 from shared.http import json_response
 from shared.services import services_summary
 from shared.wire import LABEL, MAX_DEPTH, nests_too_deeply
@@ -66,8 +67,22 @@ def parse_request(raw: bytes, default_timeout: float) -> Call:
     return Call(to, service, method, doc.get("body", {}), float(timeout))
 
 
+@web.middleware
+async def answer_failures(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place a failed request becomes an HTTP answer: the status node.errors.STATUS
+    gives its reason, the error and its extra fields, and the member called, if any."""
+    try:
+        return await handler(request)
+    except RequestFailed as exc:
+        response = json_response({"error": str(exc), **exc.extra}, exc.status)
+        if exc.member is not None:
+            response.headers["X-Mesh-Member"] = exc.member
+        return response
+
+
 def make_app(node: Node) -> web.Application:
     max_frame = node.config.tuning.max_frame
+    too_large = f"body is over the frame cap ({max_frame})"
 
     async def status(request: web.Request) -> web.Response:
         return json_response(node.status())
@@ -84,45 +99,37 @@ def make_app(node: Node) -> web.Application:
     async def service(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if not LABEL.fullmatch(name):
-            return json_response({"error": f"{name!r} is not a service name"}, 400)
+            raise BadRequest(f"{name!r} is not a service name")
         return json_response({"service": name, "members": node.providers(name)})
 
     async def put_self(request: web.Request) -> web.Response:
+        doc = json_object(await request.read())
+        unknown = sorted(set(doc) - set(SELF_FIELDS))
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}: give {', '.join(SELF_FIELDS)}")
         try:
-            doc = json_object(await request.read())
-            unknown = sorted(set(doc) - set(SELF_FIELDS))
-            if unknown:
-                raise BadRequest(f"unknown field {unknown[0]!r}: give {', '.join(SELF_FIELDS)}")
             record = node.update_self(**doc)
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        except BadRequest as exc:
-            return json_response({"error": str(exc)}, exc.status)
+        except ValueError as exc:  # a field's value: the record's own checks say what
+            raise BadRequest(str(exc)) from None
         return json_response(record.document())
 
     async def post_request(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > max_frame:
-            return json_response({"error": f"body is over the frame cap ({max_frame})"}, 413)
+            raise RequestTooLarge(too_large)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return json_response({"error": f"body is over the frame cap ({max_frame})"}, 413)
-        try:
-            call = parse_request(raw, node.config.tuning.request_timeout)
-            member, result = await node.call(
-                call.to, call.method, call.body, call.timeout, service=call.service
-            )
-        except RequestFailed as exc:  # BadRequest included: every failure carries its status
-            response = json_response({"error": str(exc), **exc.extra}, exc.status)
-            if exc.member is not None:
-                response.headers["X-Mesh-Member"] = exc.member
-            return response
+            raise RequestTooLarge(too_large) from None
+        call = parse_request(raw, node.config.tuning.request_timeout)
+        member, result = await node.call(
+            call.to, call.method, call.body, call.timeout, service=call.service
+        )
         response = json_response(result)
         response.headers["X-Mesh-Member"] = member
         return response
 
     # one byte over the cap is enough to refuse; the request frame itself is checked again
-    app = web.Application(client_max_size=max_frame + 1)
+    app = web.Application(client_max_size=max_frame + 1, middlewares=[answer_failures])
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/request", post_request)

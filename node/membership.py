@@ -17,11 +17,15 @@ The rules (DESIGN.md, "What the words mean"):
 - A member that a connected distributor lists is never given up. One that no
   connected distributor lists and that we have no link to is forgotten when
   the retry window ends.
+- What others can make us hold is capped (MESH_MAX_MEMBERS members, and as many
+  tombstones); beyond, records are refused. Each refusal is counted, and the
+  Changes of the event that begins an episode of refusals name the limit, so the
+  node warns once per episode, not once per refused record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.wire import Departure, Member, MemberJoined, MemberLeft, Members, Snapshot
 
@@ -31,14 +35,46 @@ class Changes:
     added: tuple[Member, ...] = ()  # new members, or a newer incarnation of a known one
     removed: tuple[str, ...] = ()  # ids dropped
     refute: bool = False  # we were declared gone: bump our incarnation
+    limits_reached: tuple[str, ...] = ()  # caps that began refusing records: warn
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.refute)
+        return bool(self.added or self.removed or self.refute or self.limits_reached)
 
     def __add__(self, other: Changes) -> Changes:
         return Changes(
-            self.added + other.added, self.removed + other.removed, self.refute or other.refute
+            self.added + other.added,
+            self.removed + other.removed,
+            self.refute or other.refute,
+            self.limits_reached + other.limits_reached,
         )
+
+
+class Cap:
+    """A limit on how many records of a kind we hold; beyond it, a record is refused.
+
+    Every refusal is counted (a metric). An episode runs from the first refusal until
+    there is room again (the next record admitted); `began` is set when one starts and
+    stays set until the membership reports it in its Changes.
+    """
+
+    __slots__ = ("began", "name", "refusals", "refusing", "size")
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        self.refusals = 0  # every record refused, ever
+        self.refusing = False  # in an episode: the last record offered was refused
+        self.began = False  # an episode began and has not been reported yet
+
+    def admits(self, held: int) -> bool:
+        """Whether one more record fits beside the `held` ones; a refusal is counted."""
+        if held < self.size:
+            self.refusing = False
+            return True
+        self.refusals += 1
+        if not self.refusing:
+            self.refusing = self.began = True
+        return False
 
 
 @dataclass(slots=True)
@@ -67,7 +103,10 @@ class _Source:
 class Membership:
     def __init__(self, self_id: str, retry_window: float, max_members: int = 10000) -> None:
         self.self_id = self_id
-        self.max_members = max_members  # a bound on what peers can make us hold
+        # bounds on what peers and distributors can make us hold
+        self.member_cap = Cap("members", max_members)
+        self.tombstone_cap = Cap("tombstones", max_members)
+        self.caps = (self.member_cap, self.tombstone_cap)
         # bumped before every registration and whenever we are declared gone
         self.incarnation = 0
         self.retry_window = retry_window
@@ -99,7 +138,7 @@ class Membership:
         listed = {m.id for m in snapshot.members if m.id != self.self_id}
         self._sources[source] = _Source(snapshot.epoch, snapshot.version, listed)
         added = tuple(m for m in snapshot.members if self._learn(m))
-        return Changes(added=added)
+        return self._with_limits(Changes(added=added))
 
     def apply_delta(self, source: str, delta: MemberJoined | MemberLeft, now: float) -> Changes:
         view = self._sources.get(source)
@@ -111,9 +150,12 @@ class Membership:
             if member.id == self.self_id:
                 return Changes()
             view.listed.add(member.id)
-            return Changes(added=(member,)) if self._learn(member) else Changes()
+            learned = Changes(added=(member,)) if self._learn(member) else Changes()
+            return self._with_limits(learned)
         view.listed.discard(member.id)
-        return self._depart(member.id, member.incarnation, now, linked_grace=True)
+        return self._with_limits(
+            self._depart(member.id, member.incarnation, now, linked_grace=True)
+        )
 
     def distributor_lost(self, source: str) -> None:
         self._sources.pop(source, None)
@@ -130,7 +172,7 @@ class Membership:
                 return Changes()
             known.member = member
             return Changes(added=(member,))
-        return Changes(added=(member,)) if self._learn(member) else Changes()
+        return self._with_limits(Changes(added=(member,)) if self._learn(member) else Changes())
 
     def link_up(self, member_id: str) -> None:
         """A link to the member is up and its heartbeats flow."""
@@ -151,7 +193,9 @@ class Membership:
 
     def peer_left(self, member: Member, now: float) -> Changes:
         """The member said goodbye on its own link: gone at once."""
-        return self._depart(member.id, member.incarnation, now, linked_grace=False)
+        return self._with_limits(
+            self._depart(member.id, member.incarnation, now, linked_grace=False)
+        )
 
     def refute(self, declared_gone: int) -> Changes:
         """We were declared gone at that incarnation: SWIM's refutation, alive and newer."""
@@ -184,7 +228,7 @@ class Membership:
         learned = tuple(
             m for m in members.members if not self._covered_locally(m) and self._learn(m)
         )
-        return changes + Changes(added=learned)
+        return self._with_limits(changes + Changes(added=learned))
 
     def _covered_locally(self, member: Member) -> bool:
         tomb = self.local_tombstones.get(member.id)
@@ -220,7 +264,7 @@ class Membership:
             return False
         known = self.known.get(member.id)
         if known is None:
-            if len(self.known) >= self.max_members:
+            if not self.member_cap.admits(len(self.known)):
                 return False
             self.known[member.id] = Known(member)
             return True
@@ -236,8 +280,10 @@ class Membership:
         if member_id == self.self_id:
             return self.refute(incarnation)
         tomb = self.tombstones.get(member_id)
-        full = tomb is None and len(self.tombstones) >= self.max_members
-        if not full and (tomb is None or tomb.incarnation < incarnation):
+        if tomb is None:
+            if self.tombstone_cap.admits(len(self.tombstones)):
+                self.tombstones[member_id] = Tombstone(incarnation, made_at)
+        elif tomb.incarnation < incarnation:
             # a newer incarnation's departure is a new tombstone; hearing the same one
             # again does not refresh it
             self.tombstones[member_id] = Tombstone(incarnation, made_at)
@@ -249,3 +295,13 @@ class Membership:
             return Changes()
         del self.known[member_id]
         return Changes(removed=(member_id,))
+
+    def _with_limits(self, changes: Changes) -> Changes:
+        """`changes`, naming the caps whose episode of refusals began while they were made."""
+        began = tuple(cap for cap in self.caps if cap.began)
+        if not began:
+            return changes
+        for cap in began:
+            cap.began = False
+        names = tuple(cap.name for cap in began)
+        return replace(changes, limits_reached=changes.limits_reached + names)

@@ -4,7 +4,9 @@ The node with the smaller id dials and keeps re-dialling with backoff while the
 member is known; the larger id waits to be dialled. Any node accepts a hello
 from any node (a seed's, a thawed node's). Links carry heartbeats both ways,
 request/response frames, and anti-entropy: each side's member list at link
-start, then a digest on every heartbeat.
+start, then a digest on every heartbeat. This is the asyncio edge: the rules
+(which link a pair keeps, what a link's end means, when to sync) are
+node/peertable.py's, and the dialling loop is node/reconnect.py's.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import contextlib
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from node.handlers import (
-    Handlers,
+from node.errors import (
     NotSent,
     PeerUnavailable,
     RequestFailed,
@@ -29,13 +30,19 @@ from node.handlers import (
     RequestTooLarge,
     TooManyInFlight,
 )
+from node.handlers import Handlers
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from node.metrics import OTHER, NodeStats
+from node.peertable import Offer, Peer, PeerTable, Refusal
+from node.reconnect import PEER, SEED, keep_linked
 from shared.backoff import Backoff
 from shared.config import ConfigError, Tuning, split_address
-from shared.connection import Link, LinkDown, LinkEnd, Listener, LoopLag, open_link
 from shared.framing import encode_frame
+from shared.link import Link, open_link
+from shared.linkend import EndReason, LinkDown, LinkEnd
+from shared.listener import Listener
+from shared.looplag import LoopLag
 from shared.snapshot import split_members
 from shared.wire import (
     Error,
@@ -43,7 +50,6 @@ from shared.wire import (
     Heartbeat,
     Hello,
     Leave,
-    Member,
     Members,
     Message,
     Request,
@@ -54,47 +60,36 @@ from shared.wire import (
 log = structlog.get_logger()
 
 DIGEST_CACHE_SECONDS = 0.1  # one digest serves every link's heartbeat in that window
-SYNC_SPACING_BEATS = 3  # a differing digest asks for the full list at most this often
 RESPONSE_OVERHEAD = 256  # room in a frame for a response's own fields around its body
 
 
 @dataclass(eq=False)
 class Session:
-    """One live link to a peer and what rides on it; it all ends with the link."""
+    """One live link to a peer and what rides on it; it all ends with the link.
+
+    Its answers to the peer's requests are tasks the link owns (link.spawn): they end
+    with it.
+    """
 
     link: Link
-    # loop time the link came up
-    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
     pending: dict[int, asyncio.Future[Response]] = field(default_factory=dict)  # ours, out
-    serving: set[asyncio.Task[None]] = field(default_factory=set)  # theirs, being answered
+    answering: int = 0  # theirs, being answered now
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def answered(self, _: asyncio.Task[None]) -> None:
+        self.answering -= 1
 
     def end(self, why: str) -> None:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(RequestFailed(f"link died mid-request: {why}"))
         self.pending.clear()
-        for task in self.serving:
-            task.cancel()
-
-
-@dataclass(eq=False)
-class Peer:
-    """One other member and the state of our link to it (as /v1/status shows it)."""
-
-    member: Member
-    # connecting | connected | retrying
-    status: LinkStatus = field(default_factory=lambda: LinkStatus("connecting"))
-    session: Session | None = None
-    dialer: asyncio.Task[None] | None = None
-    unlinked: asyncio.Event = field(default_factory=asyncio.Event)  # set while no session
-    last_sync_request: float = float("-inf")  # loop time we last asked it for its Members
-    last_sync_answer: float = float("-inf")  # loop time we last sent it ours on request
-
-    def __post_init__(self) -> None:
-        self.unlinked.set()
+        self.ended.set()
 
 
 class Mesh:
+    """The sockets and tasks of the peer links; node/peertable.py decides what they mean."""
+
     def __init__(
         self,
         membership: Membership,
@@ -110,9 +105,11 @@ class Mesh:
         self.stats = NodeStats() if stats is None else stats
         self.tuning = tuning
         self.lag = lag
+        self.table: PeerTable[Session] = PeerTable(
+            membership, lag, tuning.heartbeat_interval, tuning.heartbeat_timeout
+        )
         self._hello = hello
         self._on_changes = on_changes
-        self.peers: dict[str, Peer] = {}
         self._listener = Listener(
             tuning,
             lag,
@@ -121,23 +118,31 @@ class Mesh:
             self.stats.peer_traffic,
             self.stats.refusals,
         )
-        self._tasks: set[asyncio.Task[None]] = set()  # dialers and request handlers
+        self._tasks: set[asyncio.Task[None]] = set()  # the long-lived ones: dialers and seeds
+        self._dialers: dict[str, asyncio.Task[None]] = {}  # member id -> its dialer
         self._request_ids = itertools.count(1)
         self._digest_cache: tuple[float, str] | None = None
-        self._stopping = False
 
     @property
     def self_id(self) -> str:
         return self.membership.self_id
+
+    @property
+    def peers(self) -> dict[str, Peer[Session]]:
+        return self.table.peers
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, host: str, port: int) -> int:
         return await self._listener.start(host, port)
 
+    def dial_seeds(self, addresses: Iterable[str]) -> None:
+        for address in addresses:
+            self._spawn(self._seed(address))
+
     def say_goodbye(self) -> None:
         """Queue a leave on every live link and stop opening new ones."""
-        self._stopping = True
+        self.table.stop()
         goodbye = encode_frame(Leave())
         for peer in self.peers.values():
             if peer.session is not None:
@@ -162,207 +167,207 @@ class Mesh:
 
     def apply(self, changes: Changes) -> None:
         """Open peers for added members, close them for removed ones."""
-        if self._stopping:
-            return
-        for member in changes.added:
-            peer = self.peers.get(member.id)
-            if peer is None:
-                peer = self.peers[member.id] = Peer(member)
-                log.info(
-                    "peer_added", peer_id=member.id, peer_name=member.name, address=member.address
-                )
-            else:
-                peer.member = member
-            if self.self_id < member.id and (peer.dialer is None or peer.dialer.done()):
-                peer.dialer = self._spawn(self._dial(peer))
-        for member_id in changes.removed:
-            peer = self.peers.pop(member_id, None)
-            if peer is not None:
-                log.info("peer_dropped", peer_id=member_id, peer_name=peer.member.name)
-                if peer.dialer is not None and peer.dialer is not asyncio.current_task():
-                    peer.dialer.cancel()
-                if peer.session is not None:
-                    peer.session.link.abort()  # its serving task ends it and cleans up
+        applied = self.table.apply(changes)
+        for peer in applied.added:
+            member = peer.member
+            log.info("peer_added", peer_id=member.id, peer_name=member.name, address=member.address)
+        for peer in applied.dial:
+            dialer = self._dialers.get(peer.member.id)
+            if dialer is None or dialer.done():
+                self._dialers[peer.member.id] = self._spawn(self._dial(peer))
+        for peer in applied.dropped:
+            log.info("peer_dropped", peer_id=peer.member.id, peer_name=peer.member.name)
+            dialer = self._dialers.pop(peer.member.id, None)
+            if dialer is not None and dialer is not asyncio.current_task():
+                dialer.cancel()  # its own dialer ends by itself once the link is closed
+            if peer.session is not None:
+                peer.session.link.abort()  # its serving task ends it and cleans up
 
     # -- links -----------------------------------------------------------------
 
-    async def _dial(self, peer: Peer) -> None:
+    def _backoff(self) -> Backoff:
+        return Backoff(self.tuning.retry_base, self.tuning.retry_max)
+
+    async def _dial(self, peer: Peer[Session]) -> None:
         """Keep a link to a larger-id member up for as long as it is a member."""
-        backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
-        retry = False  # the first dial is no retry; every later one is
-        while self.peers.get(peer.member.id) is peer and not self._stopping:
-            await peer.unlinked.wait()  # a link it dialled to us (a seed's) may be up already
-            # 'connecting' until the first attempt; after a failure it stays 'retrying'
-            self.stats.retries["peer"] += retry
-            retry = True
-            try:
-                link, _ = await self._connect(peer.member)
-            except LinkDown as exc:
-                peer.status.failed("retrying", exc.end.detail)
-                self._refute_if_stale(exc.end)
-                log.debug(
-                    "peer_dial_failed",
-                    peer_name=peer.member.name,
-                    attempts=peer.status.attempts,
-                    error=exc.end.detail,
-                )
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            backoff.reset()
-            self._refute_if_stale(await self._run_link(peer, link))
-            await asyncio.sleep(backoff.next_delay())
+        member_id = peer.member.id
 
-    def _refute_if_stale(self, end: LinkEnd | None) -> None:
-        """A peer holds a tombstone naming us (we were frozen, say): come back newer."""
-        if end is not None and end.code == "stale_incarnation":
-            self._on_changes(self.membership.refute(self.membership.incarnation))
+        async def run(dialled: tuple[Link, Hello]) -> LinkEnd | None:
+            return await self._run_link(member_id, dialled[0], dialled_by_us=True)
 
-    async def seed(self, address: str) -> None:
-        """Dial a --seed (its id unknown) with backoff until some peer link is up.
+        await keep_linked(
+            lambda: self._connect(peer.member.address, member_id),
+            run,
+            PEER,
+            backoff=self._backoff(),
+            status=peer.status,
+            log=log.bind(peer_name=peer.member.name),
+            retries=self.stats.retries,
+            keep_going=lambda: self.table.is_current(peer),
+            wait_turn=lambda: self._wait_unlinked(member_id),
+            on_end=self._refute_if_stale,
+        )
+
+    async def _wait_unlinked(self, member_id: str) -> bool:
+        """Wait while the pair has a link (one the peer dialled: a seed's); True if it had."""
+        waited = False
+        while (peer := self.peers.get(member_id)) is not None and peer.session is not None:
+            waited = True
+            await peer.session.ended.wait()
+        return waited
+
+    async def _seed(self, address: str) -> None:
+        """Dial a --seed (its id unknown) with backoff whenever no peer link is up.
 
         The seed's hello makes it a member, and the link its first peer link; the
         member lists both sides send at link start carry the rest of the mesh.
         """
-        backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
         slog = log.bind(seed=address)
-        retry = False
-        while not self._stopping:
-            if any(p.status.state == "connected" for p in self.peers.values()):
-                backoff.reset()
-                retry = False  # a seed dialled when the mesh is lost again: a first attempt
-                await asyncio.sleep(self.tuning.heartbeat_interval)
-                continue
-            self.stats.retries["seed"] += retry
-            retry = True
-            try:
-                link, hello = await self._connect(None, address)
-            except LinkDown as exc:
-                self._refute_if_stale(exc.end)
-                delay = backoff.next_delay()
-                slog.info("seed_attempt_failed", error=exc.end.detail, retry_in=round(delay, 3))
-                await asyncio.sleep(delay)
-                continue
-            peer = self.peers.get(hello.id)
-            if peer is None:  # ourselves, or a member we know has left
-                await link.close()
-            else:
-                slog.info("seed_reached", peer_name=peer.member.name)
-                backoff.reset()
-                self._refute_if_stale(await self._run_link(peer, link))
-            await asyncio.sleep(backoff.next_delay())
 
-    async def _connect(
-        self, member: Member | None, address: str | None = None
-    ) -> tuple[Link, Hello]:
-        """Dial a member (or a seed's address) and complete the handshake; LinkDown if not."""
-        address = member.address if member else address
-        assert address is not None
+        async def run(dialled: tuple[Link, Hello]) -> LinkEnd | None:
+            link, hello = dialled
+            slog.info("seed_reached", peer_name=hello.name)
+            return await self._run_link(hello.id, link, dialled_by_us=True)
+
+        await keep_linked(
+            lambda: self._connect(address),
+            run,
+            SEED,
+            backoff=self._backoff(),
+            status=LinkStatus("connecting"),  # not shown: a seed is a peer once it answers
+            log=slog,
+            retries=self.stats.retries,
+            keep_going=lambda: not self.table.stopping,
+            wait_turn=self._wait_while_linked,
+            on_end=self._refute_if_stale,
+        )
+
+    async def _wait_while_linked(self) -> bool:
+        """Wait while any peer link is up (the mesh is reached through it); True if one was."""
+        waited = False
+        while self.table.any_linked() and not self.table.stopping:
+            waited = True
+            await asyncio.sleep(self.tuning.heartbeat_interval)
+        return waited
+
+    def _refute_if_stale(self, end: LinkEnd) -> None:
+        """A peer holds a tombstone naming us (we were frozen, say): come back newer."""
+        if end.code == "stale_incarnation":
+            self._on_changes(self.membership.refute(self.membership.incarnation))
+
+    async def _connect(self, address: str, member_id: str | None = None) -> tuple[Link, Hello]:
+        """Dial a member (or a seed, `member_id` unknown), complete the handshake and learn
+        its record; LinkDown if any of it fails, or if it is not a member of ours."""
         try:
             host, port = split_address(address)
         except ConfigError as exc:
-            raise LinkDown(LinkEnd("protocol", str(exc))) from None
+            raise LinkDown(LinkEnd(EndReason.PROTOCOL, str(exc))) from None
         link = await open_link(host, port, self.tuning, self.lag, self.stats.peer_traffic)
         try:
             hello = await link.handshake(self._hello(), dialer=True)
-            if hello.id == self.self_id:
-                raise LinkDown(LinkEnd("protocol", f"{address} is this node itself"))
-            if member is not None and hello.id != member.id:
-                raise LinkDown(LinkEnd("protocol", f"{address} is now {hello.name}"))
+            refusal = self.table.refusal(hello.member)
+            if refusal is Refusal.SELF:
+                raise LinkDown(LinkEnd(EndReason.PROTOCOL, f"{address} is this node itself"))
+            if member_id is not None and hello.id != member_id:
+                raise LinkDown(LinkEnd(EndReason.PROTOCOL, f"{address} is now {hello.name}"))
+            if refusal is Refusal.STALE:
+                raise LinkDown(LinkEnd(EndReason.PROTOCOL, f"{hello.name} has left"))
+            self._adopt_record(hello)
+            if hello.id not in self.peers:  # dropped meanwhile, or no room for it
+                raise LinkDown(LinkEnd(EndReason.PROTOCOL, f"{hello.name} is not a member"))
         except BaseException:
             await link.close()
             raise
-        self._adopt_record(hello)
         return link, hello
 
     async def _serve_incoming(self, link: Link, hello: Hello) -> None:
         """A link someone dialled to us, past its handshake (the listener closes it)."""
-        member = hello.member
-        if hello.id == self.self_id:
+        refusal = self.table.refusal(hello.member)
+        if refusal is Refusal.SELF:
             return  # we dialled ourselves (a seed list naming us, say): the dialler gives up
-        if self.membership.is_covered(member):
+        if refusal is Refusal.STALE:
             link.send_nowait(Error("stale_incarnation", "that incarnation has left"))
             link.log.info("peer_refused", why="stale incarnation")
             self.stats.refusals.rejected["stale_incarnation"] += 1
             return
         self._adopt_record(hello)
-        peer = self.peers.get(member.id)
-        if peer is None:
-            return  # dropped meanwhile
-        if peer.session is not None and self.self_id < member.id:
-            # a pair keeps the link its smaller id dialled: ours
-            link.log.info("peer_duplicate_link_closed")
-            return
-        # a smaller id dialling again means its old link is dead: this one replaces it
-        await self._run_link(peer, link)
+        await self._run_link(hello.id, link, dialled_by_us=False)
 
     def _adopt_record(self, hello: Hello) -> None:
         """A peer's hello is first-hand knowledge: learn it (or its newer incarnation)."""
         self._on_changes(self.membership.learn(hello.member))
 
-    async def _run_link(self, peer: Peer, link: Link) -> LinkEnd | None:
-        """Serve one peer link until it ends, then close it; it replaces any earlier one.
+    async def _run_link(self, member_id: str, link: Link, *, dialled_by_us: bool) -> LinkEnd | None:
+        """Offer the link to the table and serve it until it ends if taken, then close it.
 
-        Returns why it ended (None when it never started).
+        Returns why it ended (None when it was not taken).
         """
         session = Session(link)
+        now = asyncio.get_running_loop().time()
+        offer, replaced = self.table.offer(member_id, session, dialled_by_us=dialled_by_us, now=now)
         end: LinkEnd | None = None
         try:
-            if self.peers.get(peer.member.id) is not peer or self._stopping:
+            if offer is Offer.DUPLICATE:
+                link.log.info("peer_duplicate_link_closed")
+            if offer is Offer.DUPLICATE or offer is Offer.NOT_MEMBER:
                 return None
-            if peer.session is not None:
-                peer.session.link.abort()  # the pair keeps one link: the newer one
-            peer.session = session
-            peer.unlinked.clear()
-            peer.status.succeeded()
-            self.membership.link_up(peer.member.id)
+            if replaced is not None:
+                replaced.link.abort()  # its serving task ends it and cleans up
+            peer = self.peers[member_id]
             link.log.info("peer_connected", peer_name=peer.member.name)
             link.heartbeat = self._heartbeat_frame
             self._send_members(link)  # anti-entropy: what we know, at link start
             end = await link.serve(lambda message: self._on_message(peer, session, message))
         finally:
-            session.end(end.detail if end else "link closed")
-            if peer.session is session:
-                self._link_ended(peer, link, end)
+            why = end.detail if end else "link closed"
+            session.end(why)
+            changes = self.table.link_ended(member_id, session, end, time.monotonic())
+            if changes is not None:
+                link.log.info("peer_link_down", reason=end.reason if end else "closed", detail=why)
+                self._on_changes(changes)
             await link.close()
         return end
 
-    def _link_ended(self, peer: Peer, link: Link, end: LinkEnd | None) -> None:
-        peer.session = None
-        peer.unlinked.set()
-        if self.peers.get(peer.member.id) is not peer:
-            return
-        reason = end.detail if end else "link closed"
-        peer.status.set("retrying", reason)
-        link.log.info("peer_link_down", reason=end.reason if end else "closed", detail=reason)
-        if end is not None and end.reason == "leave":
-            changes = self.membership.peer_left(peer.member, time.monotonic())
-        else:
-            changes = self.membership.link_down(peer.member.id)
-        self._on_changes(changes)
-
-    def _on_message(self, peer: Peer, session: Session, message: Message) -> None:
+    def _on_message(self, peer: Peer[Session], session: Session, message: Message) -> None:
         if isinstance(message, Request):
-            if len(session.serving) >= self.tuning.max_inflight:
-                error = f"{len(session.serving)} requests already in flight here"
-                session.link.send_nowait(Response(message.id, error=error, code="busy"))
-                label = message.method if message.method in self.handlers else OTHER
-                self.stats.handled[label, "busy"] += 1
-                return
-            task = self._spawn(self._answer(peer, session.link, message))
-            session.serving.add(task)
-            task.add_done_callback(session.serving.discard)
+            self._on_request(peer, session, message)
         elif isinstance(message, Response):
             future = session.pending.pop(message.id, None)
             if future is not None and not future.done():
                 future.set_result(message)
-        else:
-            self._on_sync(peer, session, message)
+        elif isinstance(message, Members):
+            now = asyncio.get_running_loop().time()
+            member_id = peer.member.id
+            changes = self.table.members_received(
+                member_id, session, message, now, time.monotonic()
+            )
+            self._on_changes(changes)
+        elif isinstance(message, SyncRequest):
+            now = asyncio.get_running_loop().time()
+            if self.table.sync_requested(peer.member.id, session, now):
+                self._send_members(session.link)
+        elif isinstance(message, Heartbeat) and message.digest:
+            now = asyncio.get_running_loop().time()
+            digest = self._digest()
+            if self.table.heartbeat_received(peer.member.id, session, message.digest, digest, now):
+                session.link.send_nowait(SyncRequest())
+
+    def _on_request(self, peer: Peer[Session], session: Session, request: Request) -> None:
+        if session.answering >= self.tuning.max_inflight:
+            error = f"{session.answering} requests already in flight here"
+            session.link.send_nowait(Response(request.id, error=error, code="busy"))
+            label = request.method if request.method in self.handlers else OTHER
+            self.stats.handled[label, "busy"] += 1
+            return
+        session.answering += 1
+        task = session.link.spawn(self._answer(peer, session.link, request))
+        task.add_done_callback(session.answered)
 
     # -- anti-entropy ----------------------------------------------------------
 
     def announce(self) -> None:
         """Our new record (a PUT /v1/self) to every connected peer, at once: a member may
-        always speak for itself, so peers take it unasked (see _on_sync)."""
+        always speak for itself, so peers take it unasked (node/peertable.py)."""
         frame = encode_frame(Members((self._hello().member,)), self.tuning.max_frame)
         for peer in self.peers.values():
             if peer.session is not None:
@@ -390,31 +395,11 @@ class Mesh:
     def _heartbeat_frame(self) -> bytes:
         return encode_frame(Heartbeat(self._digest()))
 
-    def _on_sync(self, peer: Peer, session: Session, message: Message) -> None:
-        link = session.link
-        now = asyncio.get_running_loop().time()
-        # at most once per few heartbeats either way: a quiet mesh costs O(1) per beat
-        spacing = SYNC_SPACING_BEATS * self.tuning.heartbeat_interval
-        if isinstance(message, Members):
-            if _speaks_for_itself(peer, message):  # its own new record: first-hand
-                self._on_changes(self.membership.learn(message.members[0]))
-                return
-            # taken only at link start or when we asked: a peer cannot flood us with lists
-            asked = max(session.started, peer.last_sync_request)
-            if now - asked <= self.tuning.heartbeat_timeout + self.lag.since(asked, now):
-                self._on_changes(self.membership.merge(message, time.monotonic()))
-        elif isinstance(message, SyncRequest):
-            if now - peer.last_sync_answer >= self.tuning.heartbeat_interval:
-                peer.last_sync_answer = now
-                self._send_members(link)
-        elif isinstance(message, Heartbeat) and message.digest:
-            if message.digest != self._digest() and now - peer.last_sync_request >= spacing:
-                peer.last_sync_request = now
-                link.send_nowait(SyncRequest())
-
     # -- requests --------------------------------------------------------------
 
-    async def _answer(self, peer: Peer, link: Link, request: Request) -> None:
+    async def _answer(self, peer: Peer[Session], link: Link, request: Request) -> None:
+        """Answer one request of the peer's. Never raises: the link's TaskGroup runs it, and
+        a raise would end the link (Handlers.answer turns a handler's failure into an error)."""
         method = request.method
         body, error = await self.handlers.answer(
             method, request.body, peer.member, self.tuning.max_frame - RESPONSE_OVERHEAD
@@ -475,15 +460,6 @@ class Mesh:
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body
-
-
-def _speaks_for_itself(peer: Peer, message: Members) -> bool:
-    """A Members holding only the sender's own record: an announcement, not a list."""
-    return (
-        len(message.members) == 1
-        and not message.tombstones
-        and message.members[0].id == peer.member.id
-    )
 
 
 def _time_out(future: asyncio.Future[Response]) -> None:

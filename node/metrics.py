@@ -8,6 +8,7 @@
     mesh_request_duration_seconds{mode}      histogram: direct (a member) or service (routed)
     mesh_requests_handled_total{method, outcome}  requests its handlers answered for peers
     mesh_retries_total{link}                 dials after a failure or a lost link
+    mesh_limit_refusals_total{limit}         records refused at a cap: members, tombstones
     mesh_frames_/bytes_sent/received_total   link="peer" or "distributor"
     mesh_connections_rejected_total{reason}, mesh_handshakes_failed_total{reason} (peer port)
     mesh_event_loop_lag_seconds              histogram
@@ -167,6 +168,12 @@ class NodeCollector:
             "link",
             stats.retries,
             RETRY_LINKS,
+        )
+        yield counter_by(
+            "mesh_limit_refusals",
+            "Records refused because a cap (MESH_MAX_MEMBERS) was reached, by limit",
+            "limit",
+            {cap.name: cap.refusals for cap in node.membership.caps},  # every cap, 0 included
         )
         yield from traffic_families(
             {"peer": stats.peer_traffic, "distributor": stats.distributor_traffic}

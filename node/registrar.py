@@ -18,9 +18,12 @@ import structlog
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from node.metrics import NodeStats
+from node.reconnect import DISTRIBUTOR, keep_linked
 from shared.backoff import Backoff
 from shared.config import Tuning, split_address
-from shared.connection import Link, LinkDown, LinkEnd, LoopLag, open_link, refused
+from shared.link import Link, open_link
+from shared.linkend import EndReason, LinkDown, LinkEnd, refused
+from shared.looplag import LoopLag
 from shared.snapshot import SnapshotAssembler
 from shared.wire import (
     Error,
@@ -106,46 +109,21 @@ class Registrar:
             link.send_nowait(Leave())
 
     async def _keep_registered(self, distributor: DistributorLink) -> None:
-        backoff = Backoff(self.tuning.retry_base, self.tuning.retry_max)
         dlog = log.bind(distributor=distributor.address)
         host, port = split_address(distributor.address)
-        retry = False  # the first attempt is no retry; every later one is
-        while True:
-            self.stats.retries["distributor"] += retry
-            retry = True
-            distributor.status.set("connecting")
-            try:
-                link, registered, snapshot = await self._register(host, port)
-            except LinkDown as exc:
-                distributor.status.failed("disconnected", exc.end.detail)
-                delay = backoff.next_delay()
-                dlog.info(
-                    "distributor_attempt_failed",
-                    attempts=distributor.status.attempts,
-                    error=exc.end.detail,
-                    retry_in=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-                continue
-            backoff.reset()
-            distributor.status.succeeded()
-            dlog.info(
-                "registered",
-                epoch=snapshot.epoch,
-                version=snapshot.version,
-                members=len(snapshot.members),
-            )
-            self._links[distributor.address] = link
-            self._told[distributor.address] = registered.incarnation
-            self.announce()  # our record changed while we registered: this one is news too
-            if self._report.broken and link.peer_version >= 2:
-                link.send_nowait(self._report)
-            self._on_changes(self.membership.apply_snapshot(distributor.address, snapshot))
-            end = await self._follow(distributor.address, link)
-            distributor.status.set("disconnected", end.detail)
-            dlog.warning("distributor_lost", reason=end.reason, detail=end.detail)
-            if end.reason != "leave":  # a distributor that said goodbye is retried at once
-                await asyncio.sleep(backoff.next_delay())
+
+        async def follow(registration: tuple[Link, Member, Snapshot]) -> LinkEnd:
+            return await self._follow(distributor, dlog, *registration)
+
+        await keep_linked(
+            lambda: self._register(host, port),
+            follow,
+            DISTRIBUTOR,
+            backoff=Backoff(self.tuning.retry_base, self.tuning.retry_max),
+            status=distributor.status,
+            log=dlog,
+            retries=self.stats.retries,
+        )
 
     async def _register(self, host: str, port: int) -> tuple[Link, Member, Snapshot]:
         """Dial, say hello, and wait for the whole snapshot within the handshake timeout."""
@@ -160,29 +138,57 @@ class Registrar:
                 if isinstance(message, Error):  # e.g. stale_incarnation, full
                     raise refused(message)
                 if not isinstance(message, Snapshot):
-                    raise LinkDown(LinkEnd("protocol", f"expected snapshot, got {message.TYPE}"))
+                    raise LinkDown(
+                        LinkEnd(EndReason.PROTOCOL, f"expected snapshot, got {message.TYPE}")
+                    )
                 snapshot = assembler.add(message)
                 if snapshot is not None:
                     self.stats.events["snapshot"] += 1
                     return link, hello.member, snapshot
         except ProtocolError as exc:  # e.g. a snapshot over our MESH_MAX_MEMBERS
             await link.close()
-            raise LinkDown(LinkEnd("protocol", str(exc))) from None
+            raise LinkDown(LinkEnd(EndReason.PROTOCOL, str(exc))) from None
         except BaseException:
             await link.close()
             raise
 
-    async def _follow(self, address: str, link: Link) -> LinkEnd:
+    async def _follow(
+        self,
+        distributor: DistributorLink,
+        dlog: structlog.typing.FilteringBoundLogger,
+        link: Link,
+        registered: Member,
+        snapshot: Snapshot,
+    ) -> LinkEnd:
+        """Registered: apply the snapshot, then the deltas until the link ends."""
+        address = distributor.address
+        distributor.status.succeeded()
+        dlog.info(
+            "registered",
+            epoch=snapshot.epoch,
+            version=snapshot.version,
+            members=len(snapshot.members),
+        )
+
         def on_message(message: Message) -> None:
             if isinstance(message, MemberJoined | MemberLeft):
                 self.stats.events[message.TYPE] += 1
                 changes = self.membership.apply_delta(address, message, time.monotonic())
                 self._on_changes(changes)
 
+        self._links[address] = link
+        self._told[address] = registered.incarnation
         try:
-            return await link.serve(on_message)
+            self.announce()  # our record changed while we registered: this one is news too
+            if self._report.broken and link.peer_version >= 2:
+                link.send_nowait(self._report)
+            self._on_changes(self.membership.apply_snapshot(address, snapshot))
+            end = await link.serve(on_message)
         finally:
             self._links.pop(address, None)
             self._told.pop(address, None)
             self.membership.distributor_lost(address)
             await link.close()
+        distributor.status.set("disconnected", end.detail)
+        dlog.warning("distributor_lost", reason=end.reason, detail=end.detail)
+        return end

@@ -22,7 +22,7 @@ from node.app import Node
 from node.http import make_app
 from shared import log as mesh_log
 from shared.config import join_address
-from shared.connection import LoopLag
+from shared.looplag import LoopLag
 from shared.program import listen_or_fail, run_program, start_api
 
 

@@ -203,6 +203,9 @@ class Tuning:
     heartbeat_interval: float = 1.0  # a heartbeat each way on every link
     heartbeat_timeout: float = 3.0  # a link silent this long is dead, whatever TCP says
     handshake_timeout: float = 5.0  # no valid hello by then: the connection is closed
+    # a TCP connect not done by then fails (a dead container's address, say): the next
+    # retry comes sooner than after the handshake timeout
+    connect_timeout: float = 1.0
     retry_base: float = 0.1  # first backoff step for distributor and peer retries
     retry_max: float = 5.0  # backoff cap for distributor and peer retries
     peer_retry_window: float = 30.0  # unreachable, unlisted members are forgotten after this

@@ -14,8 +14,8 @@ import uvloop
 from aiohttp import web
 
 from shared.config import ConfigError, ServerConfig, fail, join_address
-from shared.connection import LoopLag
 from shared.http import start_http
+from shared.looplag import LoopLag
 
 log = structlog.get_logger()
 ConfigT = TypeVar("ConfigT")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -48,6 +47,8 @@ from e2e_harness import (
     NotYet,
     _alive,
 )
+
+from harness.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -211,13 +212,6 @@ def _leave(client, made_bridge: bool) -> None:
 
 
 # --- the stack ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free port on every address: host mode publishes on all of them."""
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return sock.getsockname()[1]
 
 
 class Stack:
@@ -459,7 +453,7 @@ def stack(swarm, docker_client, record_figure, tmp_path_factory) -> Iterator[Sta
     (secrets / "http-token").write_text(token)
     override = secrets / "test-override.yml"
     override.write_text(json.dumps(test_override(secrets)))
-    port = free_port()
+    port = free_port("0.0.0.0")  # host mode publishes on every address
     env = {
         **os.environ,
         "MESH_IMAGE": IMAGE,

@@ -1,183 +1,26 @@
-"""Real distributor and node processes on loopback, and the ways tests poke at them."""
+"""Clusters of real distributor and node processes on loopback, and the ways tests poke at
+them (the processes themselves, ports, waiting and sampling are in harness/)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from harness.ports import free_port
+from harness.procs import Proc, clean_env
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import Heartbeat, Hello, Message, Snapshot
-
-T = TypeVar("T")
 
 # short timings for tests that expect a drop (DESIGN.md, "Timing")
 FAST = {"MESH_HEARTBEAT_INTERVAL": "0.3", "MESH_HEARTBEAT_TIMEOUT": "1.2", "MESH_RETRY_MAX": "1"}
 # a test that expects nothing to be dropped runs with a timeout of 3 s or more
 STEADY = {**FAST, "MESH_HEARTBEAT_TIMEOUT": "3"}
-DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http(
-    method: str,
-    port: int,
-    path: str,
-    body: Any = None,
-    raw: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers or {}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            code, payload = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        code, payload = exc.code, exc.read()
-    return code, json.loads(payload or b"null")
-
-
-def wait_for(what: str, predicate: Callable[[], T], timeout: float = DEADLINE) -> T:
-    """Poll until predicate returns something truthy; fail the test with `what` otherwise."""
-    end = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < end:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError) as exc:  # not up yet
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for: {what} (last error: {last!r})")
-
-
-def holds(what: str, predicate: Callable[[], bool], seconds: float, every: float = 0.15) -> int:
-    """Sample predicate continuously for `seconds`; fail at the first sample where it is false."""
-    end = time.monotonic() + seconds
-    samples = 0
-    while time.monotonic() < end:
-        assert predicate(), f"{what} stopped holding after {samples} samples"
-        samples += 1
-        time.sleep(every)
-    return samples
-
-
-class Sampler:
-    """Samples a condition in a thread, every `every` s, while the test does something else.
-
-    `with Sampler(...) as sampler:` runs it; leaving the block fails the test if any
-    sample was false (with the first failure's reason) or none was taken.
-    """
-
-    def __init__(self, what: str, check: Callable[[], str | None], every: float = 0.15) -> None:
-        self.what, self.check, self.every = what, check, every
-        self.samples = 0
-        self.failures: list[str] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.wait(self.every):
-            try:
-                problem = self.check()
-            except (OSError, ValueError, KeyError) as exc:
-                problem = f"could not sample: {exc!r}"
-            self.samples += 1
-            if problem is not None:
-                self.failures.append(problem)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join()
-        if exc_info[0] is None:
-            assert self.samples > 0, f"{self.what}: not sampled once"
-            assert not self.failures, (
-                f"{self.what}: {len(self.failures)} of {self.samples} samples failed, "
-                f"first: {self.failures[0]}"
-            )
-
-
-@dataclass
-class Proc:
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    http_port: int
-    port: int
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                self.args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        return self
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.popen is not None
-        self.popen.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def wait_healthy(self) -> None:
-        """Until /healthz answers; fails at once, with its output, if the process exited."""
-
-        def healthy() -> bool:
-            if not self.running():
-                output = self.log_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"{self.name} exited early:\n{output}")
-            return http("GET", self.http_port, "/healthz")[0] == 200
-
-        wait_for(f"{self.name} /healthz", healthy)
-
-    def get(self, path: str) -> Any:
-        code, doc = http("GET", self.http_port, path)
-        assert code == 200, (code, doc)
-        return doc
-
-    def logs(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-        return lines
 
 
 @dataclass
@@ -196,11 +39,10 @@ class Cluster:
         http_port: int,
         env: dict[str, str] | None,
     ) -> Proc:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         proc = Proc(
             name=name,
             args=[sys.executable, *program, *flags],
-            env={**clean, **self.env, **(env or {})},
+            env=clean_env({**self.env, **(env or {})}),
             log_path=self.tmp / f"{name}.log",
             http_port=http_port,
             port=port,

@@ -8,18 +8,11 @@ import subprocess
 import sys
 import threading
 
+from harness.procs import http
+from harness.waiting import holds, wait_for
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import Auth, Error, Hello
-from tests.integration.cluster import (
-    first_message,
-    full_mesh,
-    holds,
-    http,
-    member_ids,
-    registered_ids,
-    status,
-    wait_for,
-)
+from tests.integration.cluster import first_message, full_mesh, member_ids, registered_ids, status
 
 SECRET = {"MESH_SECRET": "correct horse battery staple"}
 

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from shared.config import Tls, Tuning
-from shared.connection import Link, LinkDown, Listener, LoopLag, open_link
+from shared.link import Link, open_link
+from shared.linkend import LinkDown
+from shared.listener import Listener
+from shared.looplag import LoopLag
 from shared.wire import Hello
 from tests.integration.test_tls import make_ca
 
@@ -204,3 +207,35 @@ async def test_a_stall_that_ended_before_the_last_frame_does_not_delay_a_silent_
         sampler.cancel()
         link.abort()
         server.close()
+
+
+async def test_a_dial_that_gets_no_answer_fails_at_the_connect_timeout() -> None:
+    """A dead container's address answers nothing: the dial gives up at
+    MESH_CONNECT_TIMEOUT, not at the (here far longer) handshake timeout."""
+    # a listener that never accepts, its one-slot backlog already taken: the kernel
+    # drops further SYNs, so a connect hangs as it does to an address nobody holds
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    held: list[socket.socket] = []
+    try:
+        port = silent.getsockname()[1]
+        for _ in range(4):  # fill the backlog (its size is listen()'s argument, rounded)
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+            held.append(sock)
+        await asyncio.sleep(0.2)
+        tuning = dataclasses.replace(TUNING, connect_timeout=0.5, handshake_timeout=120.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(LinkDown) as caught:
+            async with asyncio.timeout(60):  # a generous bound, far under the handshake timeout
+                await open_link("127.0.0.1", port, tuning, LoopLag())
+        assert caught.value.end.detail == "timed out"
+        print(f"dial gave up after {loop.time() - started:.2f} s (connect timeout 0.5 s)")
+    finally:
+        for sock in held:
+            sock.close()
+        silent.close()

@@ -9,15 +9,9 @@ from __future__ import annotations
 import socket
 import time
 
+from harness.waiting import Sampler, wait_for
 from shared.wire import Error
-from tests.integration.cluster import (
-    Sampler,
-    first_message,
-    full_mesh,
-    registered_ids,
-    status,
-    wait_for,
-)
+from tests.integration.cluster import first_message, full_mesh, registered_ids, status
 
 LIMIT = 5
 

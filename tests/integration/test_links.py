@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.integration.cluster import GhostPeer, full_mesh, http, wait_for
+from harness.procs import http
+from harness.waiting import wait_for
+from tests.integration.cluster import GhostPeer, full_mesh
 
 
 def broken_pairs(distributor) -> set[tuple[str, str]]:

@@ -22,15 +22,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.integration.cluster import (
-    DEADLINE,
-    Cluster,
-    GhostPeer,
-    Proc,
-    free_port,
-    full_mesh,
-    wait_for,
-)
+from harness.ports import free_port
+from harness.procs import Proc
+from harness.waiting import DEADLINE, wait_for
+from tests.integration.cluster import Cluster, GhostPeer, full_mesh
 
 MESHCTL = [sys.executable, "-m", "meshctl"]
 WIDTH, HEIGHT = 200, 60  # the pseudo-terminal's size: every column of the table fits

@@ -15,9 +15,12 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.ports import free_port
+from harness.procs import Proc, http
+from harness.waiting import wait_for
 from shared.framing import encode_frame
 from shared.wire import PROTOCOL_VERSION, Hello
-from tests.integration.cluster import Cluster, Proc, free_port, full_mesh, http, wait_for
+from tests.integration.cluster import Cluster, full_mesh
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 TOKEN = "metrics-t0ken"

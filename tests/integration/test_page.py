@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cluster import GhostPeer, Proc, free_port, http
+from harness.ports import free_port
+from harness.procs import Proc, http
+from tests.integration.cluster import GhostPeer
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "page-screenshots"

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cluster import free_port, full_mesh, http, status, wait_for
+from harness.ports import free_port
+from harness.procs import http
+from harness.waiting import wait_for
+from tests.integration.cluster import full_mesh, status
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "build" / "prometheus" / "prometheus"

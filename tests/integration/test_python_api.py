@@ -11,8 +11,8 @@ import pytest
 
 from node.app import Node
 from node.config import parse
-from node.handlers import NoProvider, RequestFailed
-from shared.connection import LoopLag
+from node.errors import NoProvider, RequestFailed
+from shared.looplag import LoopLag
 from shared.wire import Member
 
 FAST = {"MESH_DISTRIBUTORS": "", "MESH_HEARTBEAT_INTERVAL": "0.3", "MESH_HEARTBEAT_TIMEOUT": "3"}

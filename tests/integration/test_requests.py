@@ -10,7 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.cluster import FakeNode, free_port, full_mesh, http, status, wait_for
+from harness.ports import free_port
+from harness.procs import http
+from harness.waiting import wait_for
+from tests.integration.cluster import FakeNode, full_mesh, status
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

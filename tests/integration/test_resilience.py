@@ -10,17 +10,10 @@ import signal
 import time
 from datetime import datetime
 
-from tests.integration.cluster import (
-    Proc,
-    Sampler,
-    free_port,
-    full_mesh,
-    member_ids,
-    peer_links,
-    registered_ids,
-    status,
-    wait_for,
-)
+from harness.ports import free_port
+from harness.procs import Proc
+from harness.waiting import Sampler, wait_for
+from tests.integration.cluster import full_mesh, member_ids, peer_links, registered_ids, status
 
 NAMES = ["n1", "n2", "n3", "n4", "n5"]
 

@@ -8,35 +8,68 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import orjson
 import pytest
 
-from bench.fuzz import tls_client_hello
+from harness.hostile import tls_client_hello
+from harness.ports import free_port
+from harness.waiting import Sampler, holds, wait_for
 from shared.framing import FrameDecoder, encode_frame
 from shared.wire import Error, Heartbeat, Hello, Member, MemberLeft, Snapshot
-from tests.integration.cluster import (
-    FakeNode,
-    Sampler,
-    first_message,
-    free_port,
-    full_mesh,
-    holds,
-    member_ids,
-    registered_ids,
-    wait_for,
-)
+from tests.integration.cluster import FakeNode, first_message, full_mesh, member_ids, registered_ids
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 30.0) -> bool:
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    return True
+    """True once the server closed the connection (an end of stream or a reset), reading and
+    dropping whatever it sends until then; False if it is still open after `timeout` s."""
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return True
+        except ConnectionError:  # reset or aborted: closed all the same
+            return True
+        except TimeoutError:
+            return False
+    return False
+
+
+@pytest.mark.parametrize(
+    ("server", "closed"),
+    [("closes", True), ("resets", True), ("stays silent", False), ("keeps talking", False)],
+)
+def test_closed_by_server_tells_a_closed_connection_from_an_open_one(server, closed):
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname(), timeout=10) as sock,
+    ):
+        conn, _ = listener.accept()
+        done = threading.Event()
+        talker = threading.Thread(target=talk, args=(conn, done), daemon=True)
+        with conn:
+            if server == "resets":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if server in ("closes", "resets"):
+                conn.close()
+            if server == "keeps talking":
+                talker.start()
+            try:
+                assert closed_by_server(sock, timeout=0.5) is closed
+            finally:
+                done.set()
+                if talker.is_alive():
+                    talker.join()
+
+
+def talk(conn: socket.socket, done: threading.Event) -> None:
+    """A byte every 0.1 s for up to 2 s: a reader that waits for a quiet moment waits long."""
+    end = time.monotonic() + 2
+    while not done.wait(0.1) and time.monotonic() < end:
+        conn.sendall(b"x")
 
 
 @pytest.fixture

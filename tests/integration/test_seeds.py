@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from tests.integration.cluster import free_port, full_mesh, holds, member_ids, status, wait_for
+from harness.ports import free_port
+from harness.waiting import holds, wait_for
+from tests.integration.cluster import full_mesh, member_ids, status
 
 NO_DISTRIBUTOR = {"MESH_DISTRIBUTORS": "", "MESH_PEER_RETRY_WINDOW": "3"}
 

@@ -16,15 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cluster import (
-    full_mesh,
-    holds,
-    http,
-    peer_links,
-    registered_ids,
-    status,
-    wait_for,
-)
+from harness.procs import http
+from harness.waiting import holds, wait_for
+from tests.integration.cluster import full_mesh, peer_links, registered_ids, status
 
 HERE = Path(__file__).resolve().parent
 COUNTING_NODE = (str(HERE / "counting_node.py"),)
@@ -413,3 +407,71 @@ def test_a_busy_callee_answers_429_and_a_routed_request_goes_elsewhere(
     ).read_text().split()
     assert len(ran) == len(set(ran)), "a request ran twice"
     assert {str(n) for n, (code, _, _) in routed.items() if code == 200} <= set(ran)
+
+
+def ran_here(count_file: Path) -> list[str]:
+    """The request numbers a counting node's handler has started, in order."""
+    return count_file.read_text().split() if count_file.exists() else []
+
+
+def held(port: int, n: int, **target: str) -> threading.Thread:
+    """Start a request that holds its handler for a while, in a thread that the test joins."""
+    payload = {**target, "method": "take", "body": {"n": n, "hold": 6.0}, "timeout": 30}
+    thread = threading.Thread(target=post, args=(port, payload))
+    thread.start()
+    return thread
+
+
+def test_a_caller_over_its_own_max_inflight_gets_429(make_cluster, tmp_path) -> None:
+    """The caller's own limit on the link: 429 before anything is sent."""
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    count = tmp_path / "shop.count"
+    shop = cluster.node("shop", env={"COUNT_FILE": str(count)}, program=COUNTING_NODE)
+    client = cluster.node("client", env={"MESH_MAX_INFLIGHT": "1"})
+    ids = wait_for("a full mesh", lambda: full_mesh([shop, client]))
+    holding = held(client.http_port, 1, to="shop")
+    try:
+        wait_for("the first request is in the handler", lambda: ran_here(count) == ["1"])
+        code, body, member = post(client.http_port, {"to": "shop", "method": "ping"})
+        assert (code, member) == (429, ids["shop"]), body
+        assert "in flight" in body["error"], body
+    finally:
+        holding.join()
+    assert ran_here(count) == ["1"]
+
+
+def test_a_request_by_service_when_every_provider_is_busy_gets_429(make_cluster, tmp_path) -> None:
+    """Each provider refuses as busy (its MESH_MAX_INFLIGHT is reached): the caller tries
+    them all and answers 429, not 502 (no handler ran) nor 503 (they are connected)."""
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    counts = {name: tmp_path / f"{name}.count" for name in ("a", "b")}
+    providers = [
+        cluster.node(
+            name, env={"COUNT_FILE": str(count), "MESH_MAX_INFLIGHT": "1"}, program=COUNTING_NODE
+        )
+        for name, count in counts.items()
+    ]
+    client = cluster.node("client")
+    ids = wait_for("a full mesh", lambda: full_mesh([*providers, client]))
+    wait_for(
+        "two providers",
+        lambda: len(http("GET", client.http_port, "/v1/services/goods")[1]["members"]) == 2,
+    )
+
+    def started() -> list[str]:
+        return sorted(n for count in counts.values() for n in ran_here(count))
+
+    holding = [held(client.http_port, 1, service="goods")]
+    try:
+        wait_for("one provider holds the first request", lambda: started() == ["1"])
+        holding.append(held(client.http_port, 2, service="goods"))  # the idle one takes it
+        wait_for("each provider holds one", lambda: started() == ["1", "2"])
+        code, body, member = post(client.http_port, {"service": "goods", "method": "ping"})
+        assert code == 429, (code, body)
+        assert "busy" in body["error"] and member in {ids["a"], ids["b"]}, (body, member)
+    finally:
+        for thread in holding:
+            thread.join()
+    assert started() == ["1", "2"]  # the refused request ran nowhere

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import full_mesh, holds, registered_ids, status, wait_for
+from harness.waiting import holds, wait_for
+from tests.integration.cluster import full_mesh, member_ids, registered_ids, status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,9 +33,15 @@ def make_ca(directory: Path, *names: str) -> dict[str, dict[str, str]]:
     }
 
 
+def foreign_member(directory: Path, ours: dict[str, dict[str, str]]) -> dict[str, str]:
+    """MESH_TLS_* of a member whose certificate another CA signed, but who trusts ours: its
+    own check of our listeners passes, so only their check of it can keep it out."""
+    return {**make_ca(directory, "member")["member"], "MESH_TLS_CA": ours["member"]["MESH_TLS_CA"]}
+
+
 def test_a_tls_mesh_forms_and_keeps_out_plain_and_foreign_members(make_cluster, tmp_path):
     ours = make_ca(tmp_path / "ca", "distributor", "member")
-    foreign = make_ca(tmp_path / "other-ca", "member")["member"]
+    foreign = foreign_member(tmp_path / "other-ca", ours)
     cluster = make_cluster(steady=True)
     distributor = cluster.distributor(ours["distributor"])
     nodes = [cluster.node(name, ours["member"]) for name in ("a", "b", "c")]
@@ -60,6 +67,44 @@ def test_a_tls_mesh_forms_and_keeps_out_plain_and_foreign_members(make_cluster, 
             registered_ids(distributor) == set(ids.values())
             and full_mesh(nodes) == ids
             and all(status(o)["peers"] == [] for o in outsiders)
+        ),
+        seconds=2,
+    )
+
+
+def test_a_node_with_a_foreign_certificate_is_refused_on_a_nodes_peer_port(make_cluster, tmp_path):
+    """As the distributor's listener, a node's peer port refuses a certificate from another
+    CA: an outsider that has one dials a member as its seed and meshes with no one."""
+    ours = make_ca(tmp_path / "ca", "distributor", "member")
+    foreign = foreign_member(tmp_path / "other-ca", ours)
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor(ours["distributor"])
+    nodes = [cluster.node(name, ours["member"]) for name in ("a", "b")]
+    ids = wait_for("a full mesh over TLS", lambda: full_mesh(nodes))
+
+    outsider = cluster.node(
+        "foreign",
+        {
+            **foreign,
+            "MESH_DISTRIBUTORS": "",  # the peer port is the only way in
+            "MESH_SEEDS": f"127.0.0.1:{nodes[0].port}",
+        },
+        distributor=False,
+    )
+    outsider_id = status(outsider)["id"]
+    wait_for(
+        "the outsider's attempts at the seed fail",
+        lambda: (
+            sum(1 for line in outsider.logs() if line.get("event") == "seed_attempt_failed") >= 2
+        ),
+    )
+    holds(
+        "the outsider meshes with no one, and the mesh stays whole",
+        lambda: (
+            status(outsider)["peers"] == []
+            and all(outsider_id not in member_ids(n) for n in nodes)
+            and full_mesh(nodes) == ids
+            and registered_ids(distributor) == set(ids.values())
         ),
         seconds=2,
     )

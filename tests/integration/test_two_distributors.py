@@ -23,16 +23,10 @@ import signal
 import threading
 import time
 
-from tests.integration.cluster import (
-    DEADLINE,
-    Cluster,
-    Proc,
-    Sampler,
-    free_port,
-    registered_ids,
-    status,
-    wait_for,
-)
+from harness.ports import free_port
+from harness.procs import Proc
+from harness.waiting import DEADLINE, Sampler, wait_for
+from tests.integration.cluster import Cluster, registered_ids, status
 
 RETRY_WINDOW = 10.0  # MESH_PEER_RETRY_WINDOW: see the module's docstring
 

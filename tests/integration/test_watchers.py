@@ -17,7 +17,10 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.integration.cluster import DEADLINE, FakeNode, Proc, free_port, wait_for
+from harness.ports import free_port
+from harness.procs import Proc
+from harness.waiting import DEADLINE, wait_for
+from tests.integration.cluster import FakeNode
 
 THREADS = 3
 PER_THREAD = 50  # registrations per storm thread: 150 in all

@@ -20,6 +20,7 @@ DEFAULTS = {
     "heartbeat_interval": 1.0,
     "heartbeat_timeout": 3.0,
     "handshake_timeout": 5.0,
+    "connect_timeout": 1.0,  # not in DESIGN.md's table yet (issue 14; README lists it)
     "retry_base": 0.1,
     "retry_max": 5.0,
     "peer_retry_window": 30.0,
@@ -50,6 +51,7 @@ def test_overrides() -> None:
             "MESH_HEARTBEAT_INTERVAL": "0.25",
             "MESH_HEARTBEAT_TIMEOUT": " 0.5 ",  # surrounding whitespace is fine
             "MESH_HANDSHAKE_TIMEOUT": "2",
+            "MESH_CONNECT_TIMEOUT": "0.25",
             "MESH_RETRY_BASE": "0.05",
             "MESH_RETRY_MAX": "1e1",
             "MESH_PEER_RETRY_WINDOW": "3",
@@ -65,6 +67,7 @@ def test_overrides() -> None:
         "heartbeat_interval": 0.25,
         "heartbeat_timeout": 0.5,
         "handshake_timeout": 2.0,
+        "connect_timeout": 0.25,
         "retry_base": 0.05,
         "retry_max": 10.0,
         "peer_retry_window": 3.0,

@@ -24,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.fuzz import HOSTILE_VALUES
-from node.http import BadRequest, parse_request
+from harness.hostile import HOSTILE_VALUES
+from node.errors import BadRequest
+from node.http import parse_request
 from shared.framing import FrameDecoder, encode_frame, frame
 from shared.wire import (
     MAX_ADDRESS,

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from node.handlers import Handlers, RequestFailed, UnknownMethod, builtin_handlers
+from node.errors import RequestFailed, UnknownMethod
+from node.handlers import Handlers, builtin_handlers
 from shared.wire import MAX_METHOD, Member
 
 CALLER = Member("id-c", "caller", "10.0.0.9:9010", 1)

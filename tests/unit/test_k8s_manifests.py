@@ -45,7 +45,7 @@ from node.app import Node
 from node.http import make_app as node_app
 from shared import http as shared_http
 from shared.config import Tuning
-from shared.connection import LoopLag
+from shared.looplag import LoopLag
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

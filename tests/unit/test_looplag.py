@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.connection import LoopLag
+from shared.looplag import LoopLag
 
 
 def ticking(*times: float) -> LoopLag:

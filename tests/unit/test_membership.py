@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from node.membership import Changes, Membership, Tombstone
-from shared.wire import Member, MemberJoined, MemberLeft, Members, Snapshot
+from node.membership import Cap, Changes, Membership, Tombstone
+from shared.wire import Departure, Member, MemberJoined, MemberLeft, Members, Snapshot
 
 SELF = "id-self"
 D1 = "distributor:9000"
@@ -40,8 +40,11 @@ def test_changes_truthiness_and_sum() -> None:
     assert Changes(added=(m(1),))
     assert Changes(removed=("x",))
     assert Changes(refute=True)
+    assert Changes(limits_reached=("members",))
     total = Changes(added=(m(1),)) + Changes(removed=("id-2",), refute=True)
     assert total == Changes(added=(m(1),), removed=("id-2",), refute=True)
+    both = Changes(limits_reached=("members",)) + Changes(limits_reached=("tombstones",))
+    assert both.limits_reached == ("members", "tombstones")
 
 
 # -- snapshots ----------------------------------------------------------------
@@ -536,3 +539,66 @@ def test_first_hand_record_wins_at_an_equal_incarnation() -> None:
     assert not ms.learn(full)  # nothing new
     assert not ms.merge(Members((m(1, 2),)), 0.0)
     assert ms.get("id-1") == full
+
+
+# -- caps: what others can make us hold ------------------------------------------
+
+
+def test_a_cap_counts_every_refusal_and_reports_each_episode_once() -> None:
+    cap = Cap("members", 2)
+    assert cap.admits(0) and cap.admits(1)
+    assert (cap.refusals, cap.began) == (0, False)
+    assert not cap.admits(2)  # the first refusal begins an episode
+    assert (cap.refusals, cap.began) == (1, True)
+    cap.began = False  # reported
+    assert not cap.admits(2) and not cap.admits(5)  # the same episode: counted, not reported
+    assert (cap.refusals, cap.began) == (3, False)
+    assert cap.admits(1)  # room again: the episode is over
+    assert not cap.admits(2)  # a new one begins
+    assert (cap.refusals, cap.began) == (4, True)
+
+
+def test_past_the_member_cap_members_are_refused_and_the_episode_named_once() -> None:
+    ms = Membership(SELF, WINDOW, max_members=2)
+    changes = ms.apply_snapshot(D1, snap(1, m(1), m(2), m(3), m(4)))
+    assert changes == Changes(added=(m(1), m(2)), limits_reached=("members",))
+    assert ids(ms) == {"id-1", "id-2"}
+    # the same episode, from every kind of event: each refusal counted, no new warning
+    assert ms.apply_delta(D1, MemberJoined(2, m(5)), now=0.0) == Changes()
+    assert ms.merge(Members((m(6),)), now=0.0) == Changes()
+    assert ms.learn(m(7)) == Changes()
+    assert ms.member_cap.refusals == 5
+    # a known member's newer record is no new member: taken, and no refusal
+    assert ms.learn(m(1, 2)) == Changes(added=(m(1, 2),))
+    assert ms.member_cap.refusals == 5
+    # room again: the next member is taken, and the next refusal is a new episode
+    assert ms.apply_delta(D1, MemberLeft(3, m(1, 2), "leave"), now=0.0).removed == ("id-1",)
+    assert ms.learn(m(3)) == Changes(added=(m(3),))
+    assert ms.learn(m(4)) == Changes(limits_reached=("members",))
+    assert ms.member_cap.refusals == 6
+    assert ms.tombstone_cap.refusals == 0
+
+
+def test_past_the_tombstone_cap_departures_are_refused_and_the_episode_named_once() -> None:
+    ms = Membership(SELF, WINDOW, max_members=2)
+    ms.apply_snapshot(D1, snap(1, m(1), m(2)))
+    assert ms.apply_delta(D1, MemberLeft(2, m(1), "leave"), now=0.0) == Changes(removed=("id-1",))
+    assert ms.peer_left(m(2), now=0.0) == Changes(removed=("id-2",))
+    # full: a third departure leaves no tombstone
+    assert ms.apply_delta(D1, MemberLeft(3, m(3), "leave"), now=1.0) == Changes(
+        limits_reached=("tombstones",)
+    )
+    assert ms.merge(Members((), (Departure("id-4", 1, 0.0),)), now=1.0) == Changes()
+    assert ms.peer_left(m(5), now=1.0) == Changes()
+    assert set(ms.tombstones) == {"id-1", "id-2"}
+    assert ms.tombstone_cap.refusals == 3
+    # a tombstone already held may still move to a newer incarnation: no refusal
+    ms.apply_delta(D1, MemberLeft(4, m(1, 2), "leave"), now=1.0)
+    assert ms.tombstones["id-1"].incarnation == 2 and ms.tombstone_cap.refusals == 3
+    # the window ends: room again, and the next refusal is a new episode
+    ms.expire(WINDOW + 1.0)
+    assert not ms.tombstones
+    assert ms.peer_left(m(6), now=WINDOW + 1.0) == Changes()
+    assert ms.peer_left(m(7), now=WINDOW + 1.0) == Changes()
+    assert ms.peer_left(m(8), now=WINDOW + 1.0) == Changes(limits_reached=("tombstones",))
+    assert ms.tombstone_cap.refusals == 4

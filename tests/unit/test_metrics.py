@@ -22,10 +22,14 @@ from distributor.registry import Registry
 from distributor.watch import VersionWatch
 from node.handlers import builtin_handlers
 from node.linkstatus import LinkStatus
+from node.membership import Cap
 from node.metrics import MAX_METHODS, OTHER, NodeCollector, NodeStats
 from shared.config import Tuning
-from shared.connection import Link, LinkEnd, LoopLag, handshake_failure
 from shared.framing import encode_frame
+from shared.link import Link
+from shared.linkend import LinkEnd
+from shared.listener import handshake_failure
+from shared.looplag import LoopLag
 from shared.metrics import CONTENT_TYPE, LAG_BUCKETS, Buckets, Traffic, add_route
 from shared.wire import Heartbeat, Member, MemberJoined, MemberLeft
 
@@ -173,7 +177,8 @@ def fake_node(stats: NodeStats, lag: LoopLag) -> SimpleNamespace:
         stats=stats,
         lag=lag,
         membership=SimpleNamespace(
-            members=lambda: [member(1), member(2), member(3, draining=True)]
+            members=lambda: [member(1), member(2), member(3, draining=True)],
+            caps=(Cap("members", 3), Cap("tombstones", 3)),
         ),
         mesh=SimpleNamespace(
             peers={"a": peer("connected"), "b": peer("connected"), "c": peer("retrying")}
@@ -192,6 +197,8 @@ def test_the_node_collector_reads_state_and_counts_at_scrape_time() -> None:
     stats.refusals.handshake_failed["auth_failed"] += 1
     stats.handled["echo", "ok"] += 5
     stats.request_done("echo", "direct", "ok", 0.0003, builtin_handlers())
+    member_cap = node.membership.caps[0]
+    assert not member_cap.admits(3) and not member_cap.admits(3)
     types, samples = scrape(NodeCollector(node))  # type: ignore[arg-type]
 
     assert value(samples, "mesh_members", state="active") == 2
@@ -203,6 +210,8 @@ def test_the_node_collector_reads_state_and_counts_at_scrape_time() -> None:
     assert value(samples, "mesh_events_total", type="member_joined") == 2
     assert value(samples, "mesh_events_total", type="member_left") == 0
     assert value(samples, "mesh_retries_total", link="distributor") == 3
+    assert value(samples, "mesh_limit_refusals_total", limit="members") == 2
+    assert value(samples, "mesh_limit_refusals_total", limit="tombstones") == 0
     assert value(samples, "mesh_bytes_sent_total", link="peer") == 1234
     assert value(samples, "mesh_frames_received_total", link="distributor") == 7
     assert value(samples, "mesh_handshakes_failed_total", reason="auth_failed") == 1

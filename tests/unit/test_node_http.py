@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from node.http import MAX_TIMEOUT, BadRequest, Call, parse_request
+from node.errors import BadRequest
+from node.http import MAX_TIMEOUT, Call, parse_request
 from shared.framing import encode_frame
 from shared.wire import MAX_DEPTH, Request, decode
 
