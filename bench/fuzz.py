@@ -44,6 +44,7 @@ from shared.wire import (
     MESSAGE_TYPES,
     Auth,
     BrokenLink,
+    Deltas,
     Departure,
     Error,
     Heartbeat,
@@ -160,6 +161,9 @@ class Forge:
             return MemberJoined(self.count(), member)
         if kind is MemberLeft:
             return MemberLeft(self.count(), member, rng.choice(["leave", "closed", "timeout", "x"]))
+        if kind is Deltas:
+            first = self.count() % (2**53 - 1)
+            return Deltas(first, (MemberJoined(first, member),))
         if kind is Request:
             method = rng.choice(["echo", "ping", "nope", self.text(1, 20)])
             return Request(self.count(), method, self.json_value())

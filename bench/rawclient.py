@@ -5,6 +5,9 @@ are cut by their length prefix and told apart by the start of their body (our
 encoder writes "type" first). Member records are counted, not decoded: on a
 2-CPU machine, decoding every record in the clients would swamp the figure of
 the distributor they measure. With `watch`, deltas are decoded in full.
+
+The clients speak version 3 (records as arrays, deltas in batches); the count
+relies on what the bench's own records are: no `[` or `{"id":` inside a string.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from shared.wire import Heartbeat, Hello, Leave
 HEARTBEAT = encode_frame(Heartbeat())
 LEAVE = encode_frame(Leave())
 _LENGTH = struct.Struct(">I")
-_JOINED = b'{"type":"member_joined"'
-_LEFT = b'{"type":"member_left"'
+_DELTAS = b'{"type":"deltas"'
 _SNAPSHOT = b'{"type":"snapshot"'
 _ERROR = b'{"type":"error"'
 _HELLO = b'{"type":"hello"'
-_MEMBER = b'{"id":'  # one per record in a snapshot's member list
+_RECORD = b'["'  # one per record array (version 3), in a snapshot or a batch of deltas
+_OBJECT_RECORD = b'{"id":'  # one per record object (a version-2 distributor's snapshot)
+_LEFT = b'{"left":'  # one per departure in a batch of deltas (its record is one more _RECORD)
 _LAST = b'"last":true}'
 
 # (kind, member id, reason, monotonic time): what a watcher hears
@@ -114,17 +118,17 @@ class RawClient(asyncio.Protocol):
                 self._on_done(self)
 
     def _frame(self, buffer: bytearray, start: int, stop: int) -> None:
-        if buffer.startswith(_JOINED, start):
-            self.members += 1
+        if buffer.startswith(_DELTAS, start):
+            # each join adds one, each departure takes one away (and holds a record too)
+            self.members += buffer.count(_RECORD, start, stop) - 2 * buffer.count(
+                _LEFT, start, stop
+            )
             if self._watch is not None:
-                self._report("joined", buffer[start:stop])
-        elif buffer.startswith(_LEFT, start):
-            self.members -= 1
-            if self._watch is not None:
-                self._report("left", buffer[start:stop])
+                self._report(buffer[start:stop])
         elif buffer.startswith(_SNAPSHOT, start):
             # the naive mode sends a whole new list each time: the last part replaces the count
-            self._pending += buffer.count(_MEMBER, start, stop)
+            self._pending += buffer.count(_RECORD, start, stop)
+            self._pending += buffer.count(_OBJECT_RECORD, start, stop)
             if buffer.endswith(_LAST, start, stop):
                 self.members, self._pending = self._pending, 0
         elif buffer.startswith(_HELLO, start):
@@ -132,10 +136,14 @@ class RawClient(asyncio.Protocol):
         elif buffer.startswith(_ERROR, start):
             self.error = orjson.loads(buffer[start:stop]).get("message", "error frame")
 
-    def _report(self, kind: str, body: bytearray) -> None:
+    def _report(self, body: bytearray) -> None:
         assert self._watch is not None
-        obj = orjson.loads(body)
-        self._watch(kind, obj["member"]["id"], obj.get("reason", ""), time.monotonic())
+        now = time.monotonic()
+        for event in orjson.loads(body)["events"]:
+            if isinstance(event, list):  # a joined member's record
+                self._watch("joined", event[0], "", now)
+            else:
+                self._watch("left", event["left"][0], event["reason"], now)
 
 
 async def connect(

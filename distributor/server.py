@@ -8,9 +8,12 @@ each of those sends member_left, with that reason, to every other node.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
+import orjson
 import structlog
 
 from distributor.metrics import DistributorStats
@@ -21,8 +24,10 @@ from shared.link import Link
 from shared.linkend import EndReason, LinkEnd
 from shared.listener import Listener
 from shared.looplag import LoopLag
-from shared.snapshot import snapshot_frames
+from shared.snapshot import SnapshotRecords, deltas_frames, snapshot_frames
 from shared.wire import (
+    COMPACT_VERSION,
+    Delta,
     Error,
     Hello,
     Leave,
@@ -31,12 +36,42 @@ from shared.wire import (
     Message,
     ProtocolError,
     Update,
+    delta_event,
 )
 
 log = structlog.get_logger()
 
 # a registration's error code -> mesh_connections_rejected_total's reason
 REFUSED = {"full": "members_full", "stale_incarnation": "stale_incarnation"}
+
+
+class Outgoing(NamedTuple):
+    """One change as a flush writes it, in each wire form, encoded once for every link."""
+
+    frames: bytes  # whole frames, for a link older than version 3
+    count: int  # how many
+    compact: bytes  # for a version-3 link: whole frames, or a delta's item of a batch
+    compact_count: int
+    delta: int | None = None  # a delta's version: its item goes out in a `deltas` batch
+
+
+def compact_writes(outbox: list[Outgoing], max_frame: int) -> tuple[bytes, int]:
+    """What a version-3 link gets of `outbox`: each run of deltas as `deltas` frames (one
+    unless over the cap), whole frames as they are; the bytes, and how many frames."""
+    frames: list[bytes] = []
+    count = 0
+    for is_delta, items in itertools.groupby(outbox, key=lambda item: item.delta is not None):
+        if is_delta:
+            run = list(items)
+            assert run[0].delta is not None
+            batches = deltas_frames(run[0].delta, [item.compact for item in run], max_frame)
+            frames += batches
+            count += len(batches)
+        else:
+            for item in items:
+                frames.append(item.compact)
+                count += item.compact_count
+    return b"".join(frames), count
 
 
 class DistributorServer:
@@ -60,8 +95,10 @@ class DistributorServer:
         # Deltas not yet written, in version order, flushed with one write per link (a
         # storm of joins would otherwise cost a syscall per join per link). A link
         # registered meanwhile takes only those after its snapshot: id -> first index.
-        self._outbox: list[bytes] = []
+        self._outbox: list[Outgoing] = []
         self._late: dict[str, int] = {}
+        # the members' compact records (version 3) joined, so a snapshot is bytes copied
+        self._compact_records = SnapshotRecords(lambda member: orjson.dumps(member.to_array()))
         self._next_flush = 0.0  # monotonic time before which a flush waits (see _flush)
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -81,13 +118,14 @@ class DistributorServer:
     def _hello(self) -> Hello:
         return Hello(id=self.registry.epoch, name="distributor", address=self.address)
 
-    def _broadcast(self, message: Message) -> None:
-        """Queue a delta for every link registered now; encoded once, sent at _flush."""
-        self._queue(encode_frame(message, self.tuning.max_frame))
-        self.stats.events[message.TYPE] += 1
+    def _broadcast(self, delta: Delta) -> None:
+        """Queue a delta for every link registered now; encoded once a form, sent at _flush."""
+        frame = encode_frame(delta, self.tuning.max_frame)
+        self._queue(Outgoing(frame, 1, delta_event(delta), 1, delta.version))
+        self.stats.events[delta.TYPE] += 1
         self._on_change()
 
-    def _queue(self, data: bytes) -> None:
+    def _queue(self, data: Outgoing) -> None:
         if self._flush_timer is None:
             delay = max(0.0, self._next_flush - time.monotonic())
             self._flush_timer = asyncio.get_running_loop().call_later(delay, self._flush)
@@ -97,12 +135,12 @@ class DistributorServer:
         if self._flush_timer is not None:
             self._flush_timer.cancel()  # stop() flushes before the timer is due
             self._flush_timer = None
-        frames, late = self._outbox, self._late
+        outbox, late = self._outbox, self._late
         self._outbox, self._late = [], {}
-        if not frames:
+        if not outbox:
             return
         started = time.monotonic()
-        self._write(frames, late)
+        self._write(outbox, late)
         # A quiet distributor flushes at once. One whose flush took long is in a storm
         # (joins then come about one per loop iteration): it waits as long again,
         # so each write to a link carries many deltas and flushing takes at most half
@@ -110,30 +148,41 @@ class DistributorServer:
         ended = time.monotonic()
         self._next_flush = ended + (ended - started)
 
-    def _write(self, frames: list[bytes], late: dict[str, int]) -> None:
-        whole = b"".join(frames)  # the same bytes to every link
-        count = len(frames)
+    def _write(self, outbox: list[Outgoing], late: dict[str, int]) -> None:
+        # the same bytes to every link of a form; made only if some link speaks that form
+        whole: dict[bool, tuple[bytes, int]] = {}
         for member_id, (_, link) in self._links.items():
-            first = late.get(member_id)
-            if first is None:
-                link.send_nowait(whole, count)
-            elif first < count:
-                link.send_nowait(b"".join(frames[first:]), count - first)
+            first = late.get(member_id, 0)
+            if first >= len(outbox):
+                continue
+            compact = link.peer_version >= COMPACT_VERSION
+            if first:  # registered since the last flush: only what came after its snapshot
+                link.send_nowait(*self._writes(outbox[first:], compact))
+                continue
+            if compact not in whole:
+                whole[compact] = self._writes(outbox, compact)
+            link.send_nowait(*whole[compact])
 
-    def _snapshot(self) -> bytes:
-        """The registry now, as frames built from records encoded once per member."""
-        return b"".join(self._snapshot_parts())
+    def _writes(self, outbox: list[Outgoing], compact: bool) -> tuple[bytes, int]:
+        if compact:
+            return compact_writes(outbox, self.tuning.max_frame)
+        return b"".join(item.frames for item in outbox), sum(item.count for item in outbox)
 
-    def _snapshot_parts(self) -> list[bytes]:
-        registry = self.registry
-        return snapshot_frames(
-            registry.epoch, registry.version, registry.records(), self.tuning.max_frame
-        )
+    def _snapshot(self) -> Outgoing:
+        """The registry now, in both forms, as frames of records encoded once per member."""
+        old, compact = self._snapshot_parts(False), self._snapshot_parts(True)
+        return Outgoing(b"".join(old), len(old), b"".join(compact), len(compact))
+
+    def _snapshot_parts(self, compact: bool) -> list[bytes]:
+        registry, max_frame = self.registry, self.tuning.max_frame
+        if compact:
+            return self._compact_records.frames(registry.epoch, registry.version, max_frame)
+        return snapshot_frames(registry.epoch, registry.version, registry.records(), max_frame)
 
     def _send_snapshot(self, link: Link) -> None:
         # not inline in _serve: its frame lives as long as the link, and would hold the
         # snapshot's bytes (O(N) a link, O(N^2) in all in a storm)
-        parts = self._snapshot_parts()
+        parts = self._snapshot_parts(link.peer_version >= COMPACT_VERSION)
         link.send_nowait(b"".join(parts), len(parts))
 
     async def _serve(self, link: Link, hello: Hello) -> None:
@@ -155,6 +204,7 @@ class DistributorServer:
                 old_link.abort()
                 link.log.info("registration_replaced", incarnation=member.incarnation)
             self._links[member.id] = (member, link)
+            self._compact_records.put(member)
             # no await between the snapshot and the broadcast: deltas follow in version order,
             # and this link takes only the deltas queued after its own join
             self._send_snapshot(link)
@@ -190,6 +240,7 @@ class DistributorServer:
             link.log.info("update_ignored", incarnation=member.incarnation)
             return registered
         self._links[member.id] = (member, link)
+        self._compact_records.put(member)
         self._broadcast(joined)
         link.log.info(
             "member_updated",
@@ -206,6 +257,8 @@ class DistributorServer:
             del self._links[member.id]
         reason = end.reason if end else EndReason.CLOSED
         left = self.registry.unregister(member, reason)
+        if left is not None:
+            self._compact_records.remove(member.id)
         if left is not None and not self._stopping:
             self._broadcast(left)
             self.stats.departures[reason] += 1

@@ -3,14 +3,16 @@
 A frame is a 4-byte big-endian length followed by that many bytes of one JSON
 object (see wire.py). Like h11's receive buffer, the decoder only ever hands
 out whole frames: partial frames wait for more data, and several frames in one
-read come out one by one.
+read come out one by one, and so do the deltas of one `deltas` frame (version 3): a
+reader sees the same messages whatever version its link speaks.
 """
 
 from __future__ import annotations
 
+import collections
 import struct
 
-from shared.wire import FrameTooLarge, Message, decode, encode
+from shared.wire import MIN_PROTOCOL_VERSION, Deltas, FrameTooLarge, Message, decode, encode
 
 DEFAULT_MAX_FRAME = 1024 * 1024
 _LENGTH = struct.Struct(">I")
@@ -23,8 +25,11 @@ def frame(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-def encode_frame(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
-    return frame(encode(message), max_frame)
+def encode_frame(
+    message: Message, max_frame: int = DEFAULT_MAX_FRAME, version: int = MIN_PROTOCOL_VERSION
+) -> bytes:
+    """One frame for a peer speaking `version` (by default, in the form every version reads)."""
+    return frame(encode(message, version), max_frame)
 
 
 class FrameDecoder:
@@ -39,6 +44,7 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._buffer = bytearray()
         self._start = 0  # consumed prefix, compacted lazily to avoid quadratic copies
+        self._deltas: collections.deque[Message] = collections.deque()  # of one `deltas` frame
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -49,6 +55,8 @@ class FrameDecoder:
 
     def next_message(self) -> Message | None:
         """The next whole message, or None until more bytes arrive."""
+        if self._deltas:
+            return self._deltas.popleft()
         if self.buffered < _LENGTH.size:
             return None
         (length,) = _LENGTH.unpack_from(self._buffer, self._start)
@@ -62,4 +70,8 @@ class FrameDecoder:
         if self._start > 65536 and self._start * 2 > len(self._buffer):
             del self._buffer[: self._start]
             self._start = 0
-        return decode(body)
+        message = decode(body)
+        if isinstance(message, Deltas):
+            self._deltas.extend(message.events)
+            return self._deltas.popleft()  # never empty (wire.py refuses an empty batch)
+        return message

@@ -101,8 +101,8 @@ class Link:
         """
         if self.writer.is_closing():
             return
-        if isinstance(data, Message):
-            data = encode_frame(data, self.tuning.max_frame)
+        if isinstance(data, Message):  # in the form the peer's version reads
+            data = encode_frame(data, self.tuning.max_frame, self.peer_version)
         self._traffic.frames_sent += frames
         if self._queued is not None:
             self._queued.append(data)

@@ -17,8 +17,11 @@ import orjson
 
 # 2: member records carry http, services, tags, meta, draining; `update`; a response's code.
 # A version-1 peer ignores all of that (unknown fields and, from a newer peer, unknown types).
-PROTOCOL_VERSION = 2  # the version this code speaks
+# 3: member records as arrays (their fields by position, see Member.to_wire), and `deltas`:
+# consecutive member_joined/member_left in one frame. Sent only to a peer that speaks 3.
+PROTOCOL_VERSION = 3  # the version this code speaks
 MIN_PROTOCOL_VERSION = 1  # the oldest version it still accepts
+COMPACT_VERSION = 3  # from this version on, records travel as arrays and deltas in batches
 
 MAX_ID = 64
 MAX_NAME = 255
@@ -201,6 +204,30 @@ class Member:
             record["draining"] = True
         return record
 
+    def to_array(self) -> list[Any]:
+        """The compact wire form (version 3): the fields by position, in RECORD_FIELDS order,
+        without the trailing ones that hold their defaults (a storm sends N^2 of these)."""
+        record: list[Any] = [
+            self.id,
+            self.name,
+            self.address,
+            self.incarnation,
+            self.http,
+            list(self.services),
+            list(self.tags),
+            dict(self.meta),
+            self.draining,
+        ]
+        size = len(record)
+        while size > 4 and record[size - 1] == _DEFAULTS[size - 1]:
+            size -= 1
+        del record[size:]
+        return record
+
+    def to_wire(self, version: int) -> dict[str, Any] | list[Any]:
+        """The record as a peer speaking `version` reads it."""
+        return self.to_array() if version >= COMPACT_VERSION else self.to_dict()
+
     def document(self) -> dict[str, Any]:
         """The record as the HTTP API shows it: every field, always."""
         return {
@@ -217,6 +244,16 @@ class Member:
 
     def provides(self, service: str) -> bool:
         return service in self.services
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Member:
+        """A record in either wire form, validated alike: an array is read as the object
+        that names its fields (RECORD_FIELDS), so its rules are the object's."""
+        if isinstance(obj, list):
+            if not 4 <= len(obj) <= len(RECORD_FIELDS):
+                raise ProtocolError(f"a member array has 4..{len(RECORD_FIELDS)} fields")
+            obj = dict(zip(RECORD_FIELDS, obj, strict=False))
+        return cls.from_dict(obj)
 
     @classmethod
     def from_dict(cls, obj: Any) -> Member:
@@ -248,6 +285,21 @@ class Member:
         return member
 
 
+# the compact form's positions, and what each holds when left out
+RECORD_FIELDS = (
+    "id",
+    "name",
+    "address",
+    "incarnation",
+    "http",
+    "services",
+    "tags",
+    "meta",
+    "draining",
+)
+_DEFAULTS: tuple[Any, ...] = (None, None, None, None, None, [], [], {}, False)
+
+
 def check_record_size(member: Member, error: type[Exception] = ValueError) -> None:
     """One whole encoded record is at most MAX_RECORD bytes; `error` otherwise."""
     if member.services or member.tags or member.meta:
@@ -260,7 +312,7 @@ def _members(obj: dict[str, Any], key: str) -> tuple[Member, ...]:
     value = obj.get(key)
     if not isinstance(value, list):
         raise ProtocolError(f"field {key!r} must be a list")
-    return tuple(Member.from_dict(item) for item in value)
+    return tuple(Member.from_wire(item) for item in value)
 
 
 # -- messages ---------------------------------------------------------------
@@ -270,11 +322,12 @@ def _members(obj: dict[str, Any], key: str) -> tuple[Member, ...]:
 class Message:
     TYPE: ClassVar[str] = ""
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
+        """The body's fields as a peer speaking `version` reads them."""
         return {}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.TYPE, **self.fields()}
+    def to_dict(self, version: int = MIN_PROTOCOL_VERSION) -> dict[str, Any]:
+        return {"type": self.TYPE, **self.fields(version)}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Message:
@@ -313,7 +366,7 @@ class Hello(Message):
         assert self.record is not None  # set by __post_init__
         return self.record
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {
             "version": self.version,
             "min_version": self.min_version,
@@ -356,7 +409,7 @@ class Heartbeat(Message):
     TYPE: ClassVar[str] = "heartbeat"
     digest: str = ""  # "count:hash" of the sender's first-hand id:incarnation pairs
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {"digest": self.digest} if self.digest else {}
 
     @classmethod
@@ -374,11 +427,11 @@ class Snapshot(Message):
     members: tuple[Member, ...]
     last: bool = True
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "version": self.version,
-            "members": [m.to_dict() for m in self.members],
+            "members": [m.to_wire(version) for m in self.members],
             "last": self.last,
         }
 
@@ -398,12 +451,12 @@ class MemberJoined(Message):
     version: int
     member: Member
 
-    def fields(self) -> dict[str, Any]:
-        return {"version": self.version, "member": self.member.to_dict()}
+    def fields(self, version: int) -> dict[str, Any]:
+        return {"version": self.version, "member": self.member.to_wire(version)}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> MemberJoined:
-        return cls(version=_count(obj, "version"), member=Member.from_dict(obj.get("member")))
+        return cls(version=_count(obj, "version"), member=Member.from_wire(obj.get("member")))
 
 
 LEAVE_REASONS = ("leave", "closed", "timeout", "protocol")
@@ -416,8 +469,12 @@ class MemberLeft(Message):
     member: Member
     reason: str = "closed"  # one of LEAVE_REASONS (or a newer distributor's)
 
-    def fields(self) -> dict[str, Any]:
-        return {"version": self.version, "member": self.member.to_dict(), "reason": self.reason}
+    def fields(self, version: int) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "member": self.member.to_wire(version),
+            "reason": self.reason,
+        }
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> MemberLeft:
@@ -425,9 +482,56 @@ class MemberLeft(Message):
         reason = _text(obj, "reason", 32)
         return cls(
             version=_count(obj, "version"),
-            member=Member.from_dict(obj.get("member")),
+            member=Member.from_wire(obj.get("member")),
             reason=reason,
         )
+
+
+Delta = MemberJoined | MemberLeft
+
+
+def _event_form(delta: Delta) -> Any:
+    """One delta as an item of a `deltas` batch (version 3): a joined member is its record
+    array; a departure, {"left": record, "reason": ...}. Its version is its place in the batch."""
+    if isinstance(delta, MemberJoined):
+        return delta.member.to_array()
+    return {"left": delta.member.to_array(), "reason": delta.reason}
+
+
+def delta_event(delta: Delta) -> bytes:
+    """A delta's item of a `deltas` batch, encoded (the distributor joins these)."""
+    return orjson.dumps(_event_form(delta))
+
+
+@dataclass(frozen=True, slots=True)
+class Deltas(Message):
+    """Consecutive deltas in one frame (version 3): the first has `version`, the next one
+    more, and so on. A reader takes them one by one (shared/framing.py), as if each had
+    come in its own frame."""
+
+    TYPE: ClassVar[str] = "deltas"
+    version: int
+    events: tuple[Delta, ...]
+
+    def fields(self, version: int) -> dict[str, Any]:
+        return {"version": self.version, "events": [_event_form(e) for e in self.events]}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Deltas:
+        first = _count(obj, "version")
+        events = obj.get("events")
+        if not isinstance(events, list) or not events:
+            raise ProtocolError("field 'events' must be a list of deltas, not empty")
+        if first + len(events) > MAX_INT:
+            raise ProtocolError("the deltas' versions run past the integer limit")
+        return cls(first, tuple(_event(first + i, item) for i, item in enumerate(events)))
+
+
+def _event(version: int, item: Any) -> Delta:
+    if isinstance(item, dict):
+        reason = _text(item, "reason", 32)
+        return MemberLeft(version, Member.from_wire(item.get("left")), reason)
+    return MemberJoined(version, Member.from_wire(item))
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +548,7 @@ class Request(Message):
     method: str
     body: Any = None
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {"id": self.id, "method": self.method, "body": self.body}
 
     @classmethod
@@ -466,7 +570,7 @@ class Response(Message):
     # in-flight limit; no handler ran, so a routed request may go elsewhere)
     code: str | None = None
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         fields = {"id": self.id, "body": self.body, "error": self.error}
         if self.code is not None:
             fields["code"] = self.code
@@ -493,7 +597,7 @@ class Error(Message):
     code: str
     message: str = ""
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {"code": self.code, "message": self.message}
 
     @classmethod
@@ -509,7 +613,7 @@ class Auth(Message):
     TYPE: ClassVar[str] = "auth"
     proof: str
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {"proof": self.proof}
 
     @classmethod
@@ -546,9 +650,9 @@ class Members(Message):
     members: tuple[Member, ...]
     tombstones: tuple[Departure, ...] = ()
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {
-            "members": [m.to_dict() for m in self.members],
+            "members": [m.to_wire(version) for m in self.members],
             "tombstones": [t.to_dict() for t in self.tombstones],
         }
 
@@ -571,12 +675,12 @@ class Update(Message):
     TYPE: ClassVar[str] = "update"
     member: Member
 
-    def fields(self) -> dict[str, Any]:
-        return {"member": self.member.to_dict()}
+    def fields(self, version: int) -> dict[str, Any]:
+        return {"member": self.member.to_wire(version)}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Update:
-        return cls(member=Member.from_dict(obj.get("member")))
+        return cls(member=Member.from_wire(obj.get("member")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,7 +709,7 @@ class LinkReport(Message):
     TYPE: ClassVar[str] = "link_report"
     broken: tuple[BrokenLink, ...] = ()
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, version: int) -> dict[str, Any]:
         return {"broken": [link.to_dict() for link in self.broken]}
 
     @classmethod
@@ -641,6 +745,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         SyncRequest,
         Update,  # version 2
         LinkReport,  # version 2
+        Deltas,  # version 3
     )
 }
 
@@ -657,9 +762,10 @@ def nests_too_deeply(raw: bytes, value: Any) -> bool:
     return False
 
 
-def encode(message: Message) -> bytes:
-    """The JSON body of one frame (without the length prefix)."""
-    return orjson.dumps(message.to_dict())
+def encode(message: Message, version: int = MIN_PROTOCOL_VERSION) -> bytes:
+    """The JSON body of one frame (without the length prefix) for a peer speaking `version`;
+    by default in the form every version reads."""
+    return orjson.dumps(message.to_dict(version))
 
 
 def decode(body: bytes) -> Message:
@@ -682,12 +788,15 @@ def decode(body: bytes) -> Message:
 
 
 __all__ = [
+    "COMPACT_VERSION",
     "MAX_DEPTH",
     "MESSAGE_TYPES",
     "MIN_PROTOCOL_VERSION",
     "PROTOCOL_VERSION",
     "Auth",
     "BrokenLink",
+    "Delta",
+    "Deltas",
     "Departure",
     "Error",
     "FrameTooLarge",
@@ -709,6 +818,7 @@ __all__ = [
     "Update",
     "check_record_size",
     "decode",
+    "delta_event",
     "encode",
     "labels",
     "meta_pairs",

@@ -15,6 +15,7 @@ from shared.wire import (
     MAX_RECORD,
     MAX_SERVICES,
     MAX_TAGS,
+    PROTOCOL_VERSION,
     Hello,
     Member,
     ProtocolError,
@@ -140,7 +141,7 @@ def test_a_new_hello_keeps_the_fields_a_version_1_reader_needs() -> None:
     """What a version-1 node reads of our hello: its fields, with the same types."""
     ours = Hello.of(record(services=["goods"], http="10.0.0.1:9110"))
     body = orjson.loads(encode(ours))
-    assert body["version"] == 2 and body["min_version"] == 1
+    assert body["version"] == PROTOCOL_VERSION and body["min_version"] == 1
     assert {k: body[k] for k in BASE} == BASE
     assert isinstance(body["nonce"], str)
 

@@ -18,6 +18,7 @@ from shared.wire import (
     PROTOCOL_VERSION,
     Auth,
     BrokenLink,
+    Deltas,
     Departure,
     Error,
     Heartbeat,
@@ -87,6 +88,7 @@ SAMPLES: list[Message] = [
     Response(11, error="busy here", code="busy"),
     LinkReport((BrokenLink("id-b", "retrying", 1764604800.5),)),
     LinkReport(),
+    Deltas(7, (MemberJoined(7, A), MemberLeft(8, GOODS, "timeout"), MemberJoined(9, GOODS))),
 ]
 
 
@@ -117,9 +119,10 @@ def member_dict(**overrides: Any) -> dict[str, Any]:
 # -- round trips ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("version", [MIN_PROTOCOL_VERSION, PROTOCOL_VERSION])
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
-def test_round_trip(message: Message) -> None:
-    body = encode(message)
+def test_round_trip(message: Message, version: int) -> None:
+    body = encode(message, version)
     assert orjson.loads(body)["type"] == message.TYPE
     again = decode(body)
     assert type(again) is type(message)

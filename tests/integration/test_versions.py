@@ -1,0 +1,81 @@
+"""A rolling upgrade to protocol version 3: nodes and a distributor of the release before it
+(version 2, records as objects) mesh with new ones, each link speaking what both read."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.procs import http
+from harness.waiting import wait_for
+from tests.integration.cluster import full_mesh, member_ids, registered_ids, status
+from tests.integration.test_services import old, post, seen_everywhere
+
+VERSION_2_RELEASE = "e61df814cf2d9d39b4ccf0f3f71520064a1e5405"  # the last to speak 1..2
+
+
+@pytest.fixture(scope="module")
+def version_2_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That release's code, from git: the real thing, not a hand-made copy."""
+    root = tmp_path_factory.mktemp("version-2")
+    repo = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", VERSION_2_RELEASE, "shared", "node", "distributor"],
+        capture_output=True,
+        check=False,
+    )
+    assert archive.returncode == 0, (
+        f"git archive {VERSION_2_RELEASE} failed (a clone without history?): {archive.stderr!r}"
+    )
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    assert "PROTOCOL_VERSION = 2" in (root / "shared" / "wire.py").read_text()
+    return root
+
+
+def no_protocol_errors(*procs) -> None:
+    for proc in procs:
+        assert not [line for line in proc.logs() if line.get("reason") == "protocol"], proc.name
+
+
+def test_a_version_2_node_meshes_with_new_nodes_and_a_new_distributor(
+    make_cluster, version_2_release
+) -> None:
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    new_a = cluster.node("new-a", extra=["--service", "goods"])
+    old_node = cluster.node("old", program=old(version_2_release, "node"))
+    ids = wait_for("old and new in one mesh", lambda: full_mesh([new_a, old_node]))
+
+    # a node that joins later reaches the old one as a delta, and the new ones as a batch
+    new_b = cluster.node("new-b")
+    nodes = [new_a, new_b, old_node]
+    ids = wait_for("three in one mesh", lambda: full_mesh(nodes))
+    assert registered_ids(distributor) == set(ids.values())
+    assert post(old_node.http_port, {"to": "new-b", "method": "echo", "body": 1})[:2] == (200, 1)
+    assert post(new_b.http_port, {"service": "goods", "method": "ping"})[2] == ids["new-a"]
+
+    # an update goes to the old node as a version-2 record, to new ones as an array
+    assert http("PUT", new_a.http_port, "/v1/self", {"tags": ["v3"]})[0] == 200
+    wait_for(
+        "everyone sees the update",
+        lambda: seen_everywhere(distributor, [new_b, old_node], ids["new-a"], tags=["v3"]),
+    )
+
+    # a departure reaches the old node too
+    new_b.stop()
+    wait_for("the old node drops new-b", lambda: ids["new-b"] not in member_ids(old_node))
+    no_protocol_errors(distributor, new_a, old_node)
+
+
+def test_new_nodes_register_with_a_version_2_distributor(make_cluster, version_2_release) -> None:
+    cluster = make_cluster(steady=True)
+    old_distributor = cluster.distributor(program=old(version_2_release, "distributor"))
+    a = cluster.node("a")
+    b = cluster.node("b", extra=["--service", "goods"])
+    ids = wait_for("a mesh through an old distributor", lambda: full_mesh([a, b]))
+    assert registered_ids(old_distributor) == set(ids.values())
+    assert post(a.http_port, {"service": "goods", "method": "ping"})[2] == ids["b"]
+    assert {m["id"] for m in status(a)["members"]} == {ids["b"]}
+    no_protocol_errors(old_distributor, a, b)
