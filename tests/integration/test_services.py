@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import json
 import signal
-import subprocess
 import threading
 import time
 import urllib.error
@@ -19,6 +18,7 @@ import pytest
 from harness.procs import http
 from harness.waiting import holds, wait_for
 from tests.integration.cluster import full_mesh, peer_links, registered_ids, status
+from tests.integration.releases import checkout_release, old
 
 HERE = Path(__file__).resolve().parent
 COUNTING_NODE = (str(HERE / "counting_node.py"),)
@@ -280,29 +280,9 @@ PREVIOUS_RELEASE = "5af014d"  # the last commit that spoke protocol version 1 on
 
 
 @pytest.fixture(scope="module")
-def previous_release(tmp_path_factory) -> Path:
-    """The previous release's code, from git: the real thing, not a hand-made copy."""
-    root = tmp_path_factory.mktemp("previous")
-    repo = HERE.parents[1]
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", PREVIOUS_RELEASE, "shared", "node", "distributor"],
-        capture_output=True,
-        check=False,
-    )
-    assert archive.returncode == 0, (
-        f"git archive {PREVIOUS_RELEASE} failed (a clone without history?): {archive.stderr!r}"
-    )
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
-    return root
-
-
-def old(root: Path, module: str) -> tuple[str, ...]:
-    """Run `module` of the previous release: its packages first on the path."""
-    code = (
-        f"import runpy, sys; sys.path.insert(0, {str(root)!r}); "
-        f"runpy.run_module({module!r}, run_name='__main__')"
-    )
-    return ("-c", code)
+def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The previous release's code, from git."""
+    return checkout_release(PREVIOUS_RELEASE, tmp_path_factory.mktemp("previous"))
 
 
 def test_previous_release_nodes_mesh_with_new_ones(make_cluster, previous_release) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,25 +10,16 @@ import pytest
 from harness.procs import http
 from harness.waiting import wait_for
 from tests.integration.cluster import full_mesh, member_ids, registered_ids, status
-from tests.integration.test_services import old, post, seen_everywhere
+from tests.integration.releases import checkout_release, old
+from tests.integration.test_services import post, seen_everywhere
 
 VERSION_2_RELEASE = "e61df814cf2d9d39b4ccf0f3f71520064a1e5405"  # the last to speak 1..2
 
 
 @pytest.fixture(scope="module")
 def version_2_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """That release's code, from git: the real thing, not a hand-made copy."""
-    root = tmp_path_factory.mktemp("version-2")
-    repo = Path(__file__).resolve().parents[2]
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", VERSION_2_RELEASE, "shared", "node", "distributor"],
-        capture_output=True,
-        check=False,
-    )
-    assert archive.returncode == 0, (
-        f"git archive {VERSION_2_RELEASE} failed (a clone without history?): {archive.stderr!r}"
-    )
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    """That release's code, from git."""
+    root = checkout_release(VERSION_2_RELEASE, tmp_path_factory.mktemp("version-2"))
     assert "PROTOCOL_VERSION = 2" in (root / "shared" / "wire.py").read_text()
     return root
 

@@ -15,6 +15,7 @@ from shared.config import (
     port_number,
     split_address,
 )
+from tests.unit.test_wire import GOOD_ADDRESSES
 
 DEFAULTS = {
     "heartbeat_interval": 1.0,
@@ -141,16 +142,7 @@ def test_heartbeat_timeout_exactly_twice_is_fine() -> None:
 # -- addresses ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "address, expected",
-    [
-        ("distributor:9000", ("distributor", 9000)),
-        ("10.0.0.1:1", ("10.0.0.1", 1)),
-        ("h:65535", ("h", 65535)),
-        ("[::1]:9010", ("::1", 9010)),
-        ("[fe80::1:2]:80", ("fe80::1:2", 80)),
-    ],
-)
+@pytest.mark.parametrize("address, expected", GOOD_ADDRESSES)
 def test_split_address(address: str, expected: tuple[str, int]) -> None:
     assert split_address(address) == expected
 

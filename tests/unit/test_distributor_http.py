@@ -32,22 +32,12 @@ from distributor.http import (
 )
 from distributor.registry import HISTORY, Registry
 from distributor.watch import VersionWatch
-from shared.wire import Member
+from shared.wire import RECORD_FIELDS, Member
 
 EPOCH = "epoch-1"
 DEADLINE = 10.0  # seconds: generous; nothing here should take more than a fraction of it
-RECORD_FIELDS = {
-    "id",
-    "name",
-    "address",
-    "incarnation",
-    "http",
-    "services",
-    "tags",
-    "meta",
-    "draining",
-    "connected_since",
-}
+# a member as the HTTP API shows it: every field of the record, always, and since when
+DOCUMENT_FIELDS = {*RECORD_FIELDS, "connected_since"}
 
 
 def member(i: int, incarnation: int = 1, **fields: Any) -> Member:
@@ -127,7 +117,7 @@ async def test_members_show_every_field_of_the_record(api: Api) -> None:
     assert status == 200
     assert doc["epoch"] == EPOCH and doc["version"] == 2
     first, second = doc["members"]
-    assert set(first) == RECORD_FIELDS and set(second) == RECORD_FIELDS
+    assert set(first) == DOCUMENT_FIELDS and set(second) == DOCUMENT_FIELDS
     assert first == {
         **member(1).document(),
         "http": "10.0.0.1:9110",
@@ -385,7 +375,7 @@ async def test_one_service_lists_its_providers_records(api: Api) -> None:
     assert status == 200
     assert doc["epoch"] == EPOCH and doc["version"] == 3 and doc["service"] == "web"
     assert ids(doc) == ["id-1", "id-3"]
-    assert all(set(m) == RECORD_FIELDS for m in doc["members"])
+    assert all(set(m) == DOCUMENT_FIELDS for m in doc["members"])
     assert doc["members"][1]["draining"] is True
 
 
@@ -489,7 +479,7 @@ async def test_a_stream_starts_with_a_snapshot_then_sends_each_change(api: Api) 
     assert (event["event"], event["id"]) == ("member_left", f"{EPOCH}:5")
     assert event["data"]["reason"] == "timeout"
     assert event["data"]["member"]["id"] == "id-2"
-    assert set(event["data"]["member"]) == RECORD_FIELDS
+    assert set(event["data"]["member"]) == DOCUMENT_FIELDS
     assert api.watchers.streams == 1
 
 

@@ -27,43 +27,8 @@ from hypothesis import strategies as st
 from harness.hostile import HOSTILE_VALUES
 from node.errors import BadRequest
 from node.http import parse_request
+from shared import wire
 from shared.framing import FrameDecoder, encode_frame, frame
-from shared.wire import (
-    MAX_ADDRESS,
-    MAX_ID,
-    MAX_INT,
-    MAX_METHOD,
-    MAX_NAME,
-    MAX_NONCE,
-    MAX_TEXT,
-    MESSAGE_TYPES,
-    MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
-    Auth,
-    BrokenLink,
-    Deltas,
-    Departure,
-    Error,
-    FrameTooLarge,
-    Heartbeat,
-    Hello,
-    Leave,
-    LinkReport,
-    Member,
-    MemberJoined,
-    MemberLeft,
-    Members,
-    Message,
-    ProtocolError,
-    Request,
-    Response,
-    Snapshot,
-    SyncRequest,
-    UnknownMessageType,
-    Update,
-    decode,
-    encode,
-)
 
 # DESIGN.md, "Timing": no deadline, a bounded number of examples (fewer in CI)
 settings.register_profile(
@@ -101,15 +66,15 @@ hosts = st.one_of(
     st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
 )
 addresses = st.builds(lambda h, p: f"{h}:{p}", hosts, st.integers(1, 65535)).filter(
-    lambda a: len(a) <= MAX_ADDRESS
+    lambda a: len(a) <= wire.MAX_ADDRESS
 )
-counts = st.integers(0, MAX_INT - 1)
-ids = st.text(min_size=1, max_size=MAX_ID)
-names = st.text(min_size=1, max_size=40) | st.text(min_size=MAX_NAME, max_size=MAX_NAME)
+counts = st.integers(0, wire.MAX_INT - 1)
+ids = st.text(min_size=1, max_size=wire.MAX_ID)
+names = st.text(min_size=1, max_size=40) | st.text(min_size=wire.MAX_NAME, max_size=wire.MAX_NAME)
 label_text = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", fullmatch=True)
 label_lists = st.lists(label_text, max_size=4, unique=True).map(tuple)
 members = st.builds(
-    Member,
+    wire.Member,
     ids,
     names,
     addresses,
@@ -126,10 +91,10 @@ member_lists = st.lists(members, max_size=4).map(tuple)
 
 
 @st.composite
-def hellos(draw: st.DrawFn) -> Hello:
+def hellos(draw: st.DrawFn) -> wire.Hello:
     version = draw(counts)
     record = draw(members)
-    return Hello(
+    return wire.Hello(
         id=record.id,
         name=record.name,
         address=record.address,
@@ -137,46 +102,50 @@ def hellos(draw: st.DrawFn) -> Hello:
         record=record,
         version=version,
         min_version=draw(st.integers(0, version)),
-        nonce=draw(st.text(max_size=MAX_NONCE)),
+        nonce=draw(st.text(max_size=wire.MAX_NONCE)),
     )
 
 
-MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
-    Hello: hellos(),
-    Heartbeat: st.builds(Heartbeat, st.text(max_size=MAX_NONCE)),
-    Snapshot: st.builds(Snapshot, ids, counts, member_lists, st.booleans()),
-    MemberJoined: st.builds(MemberJoined, counts, members),
-    MemberLeft: st.builds(MemberLeft, counts, members, st.text(min_size=1, max_size=32)),
-    Leave: st.just(Leave()),
-    Request: st.builds(Request, counts, st.text(min_size=1, max_size=MAX_METHOD), json_values),
-    Response: st.builds(
-        Response,
+MESSAGE_STRATEGIES: dict[type[wire.Message], st.SearchStrategy[wire.Message]] = {
+    wire.Hello: hellos(),
+    wire.Heartbeat: st.builds(wire.Heartbeat, st.text(max_size=wire.MAX_NONCE)),
+    wire.Snapshot: st.builds(wire.Snapshot, ids, counts, member_lists, st.booleans()),
+    wire.MemberJoined: st.builds(wire.MemberJoined, counts, members),
+    wire.MemberLeft: st.builds(wire.MemberLeft, counts, members, st.text(min_size=1, max_size=32)),
+    wire.Leave: st.just(wire.Leave()),
+    wire.Request: st.builds(
+        wire.Request, counts, st.text(min_size=1, max_size=wire.MAX_METHOD), json_values
+    ),
+    wire.Response: st.builds(
+        wire.Response,
         counts,
         json_values,
-        st.none() | st.text(max_size=MAX_TEXT),
+        st.none() | st.text(max_size=wire.MAX_TEXT),
         st.none() | st.just("busy"),
     ),
-    Error: st.builds(Error, st.text(min_size=1, max_size=64), st.text(max_size=MAX_TEXT)),
-    Auth: st.builds(Auth, st.text("0123456789abcdef", min_size=64, max_size=64)),
-    Members: st.builds(
-        Members,
+    wire.Error: st.builds(
+        wire.Error, st.text(min_size=1, max_size=64), st.text(max_size=wire.MAX_TEXT)
+    ),
+    wire.Auth: st.builds(wire.Auth, st.text("0123456789abcdef", min_size=64, max_size=64)),
+    wire.Members: st.builds(
+        wire.Members,
         member_lists,
         st.lists(
-            st.builds(Departure, ids, counts, st.floats(0, MAX_INT, exclude_max=True)),
+            st.builds(wire.Departure, ids, counts, st.floats(0, wire.MAX_INT, exclude_max=True)),
             max_size=3,
         ).map(tuple),
     ),
-    SyncRequest: st.just(SyncRequest()),
-    Update: st.builds(Update, members),
-    Deltas: st.builds(
-        lambda first, events: Deltas(
+    wire.SyncRequest: st.just(wire.SyncRequest()),
+    wire.Update: st.builds(wire.Update, members),
+    wire.Deltas: st.builds(
+        lambda first, events: wire.Deltas(
             first, tuple(event(first + i) for i, event in enumerate(events))
         ),
-        st.integers(0, MAX_INT - 8),
+        st.integers(0, wire.MAX_INT - 8),
         st.lists(
-            st.builds(lambda m: lambda v: MemberJoined(v, m), members)
+            st.builds(lambda m: lambda v: wire.MemberJoined(v, m), members)
             | st.builds(
-                lambda m, r: lambda v: MemberLeft(v, m, r),
+                lambda m, r: lambda v: wire.MemberLeft(v, m, r),
                 members,
                 st.text(min_size=1, max_size=32),
             ),
@@ -184,14 +153,14 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
             max_size=8,
         ),
     ),
-    LinkReport: st.builds(
-        LinkReport,
+    wire.LinkReport: st.builds(
+        wire.LinkReport,
         st.lists(
             st.builds(
-                BrokenLink,
+                wire.BrokenLink,
                 ids,
                 st.sampled_from(["connecting", "retrying"]),
-                st.floats(0, MAX_INT, exclude_max=True),
+                st.floats(0, wire.MAX_INT, exclude_max=True),
             ),
             max_size=3,
         ).map(tuple),
@@ -200,9 +169,9 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 
 
-def heard(message: Message) -> list[Message]:
+def heard(message: wire.Message) -> list[wire.Message]:
     """What a reader takes out of the frame of `message`: a batch of deltas, one by one."""
-    return list(message.events) if isinstance(message, Deltas) else [message]
+    return list(message.events) if isinstance(message, wire.Deltas) else [message]
 
 
 # values a field should never hold: wrong types, huge and negative numbers, huge text
@@ -210,7 +179,7 @@ hostile_values = st.one_of(
     json_values,
     st.sampled_from([*HOSTILE_VALUES, "x" * 70_000, "\x00\n\u2028"]),
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.text(min_size=MAX_ADDRESS, max_size=MAX_ADDRESS + 2),
+    st.text(min_size=wire.MAX_ADDRESS, max_size=wire.MAX_ADDRESS + 2),
 )
 
 
@@ -238,10 +207,10 @@ def run_stream(chunks: Iterable[bytes], max_frame: int = SMALL_CAP) -> list[Any]
         while True:
             try:
                 message = decoder.next_message()
-            except UnknownMessageType as exc:
+            except wire.UnknownMessageType as exc:
                 out.append(("unknown", exc.type_name))
                 continue
-            except ProtocolError as exc:
+            except wire.ProtocolError as exc:
                 out.append(("error", type(exc).__name__, str(exc)))
                 return out
             if message is None:
@@ -251,18 +220,18 @@ def run_stream(chunks: Iterable[bytes], max_frame: int = SMALL_CAP) -> list[Any]
     return out
 
 
-def decode_or_refuse(body: bytes) -> Message | None:
+def decode_or_refuse(body: bytes) -> wire.Message | None:
     """decode(body), or None when it is refused; only ProtocolError may be raised.
 
     Whatever it accepts must round-trip: encode() can send it again, unchanged.
     """
     try:
-        message = decode(body)
-    except ProtocolError:
+        message = wire.decode(body)
+    except wire.ProtocolError:
         return None
-    assert isinstance(message, Message)
-    assert type(message) is MESSAGE_TYPES[message.TYPE]
-    assert decode(encode(message)) == message
+    assert isinstance(message, wire.Message)
+    assert type(message) is wire.MESSAGE_TYPES[message.TYPE]
+    assert wire.decode(wire.encode(message)) == message
     return message
 
 
@@ -293,7 +262,7 @@ def test_any_length_prefix(length: int, body: bytes, cap: int) -> None:
     decoder = FrameDecoder(cap)
     decoder.feed(struct.pack(">I", length) + body)
     if length > cap:
-        with pytest.raises(FrameTooLarge):
+        with pytest.raises(wire.FrameTooLarge):
             decoder.next_message()
         return
     if len(body) < length:
@@ -302,7 +271,7 @@ def test_any_length_prefix(length: int, body: bytes, cap: int) -> None:
         return
     try:
         decoder.next_message()
-    except ProtocolError:
+    except wire.ProtocolError:
         pass
     assert decoder.buffered == len(body) - length  # exactly that frame was consumed
 
@@ -322,7 +291,7 @@ def typed_objects(draw: st.DrawFn) -> dict[str, Any]:
     known += ["digest", "epoch", "members", "last", "member", "reason", "method", "body"]
     known += ["error", "code", "message", "proof", "tombstones", "age"]
     obj = draw(st.dictionaries(st.sampled_from(known), hostile_values, max_size=8))
-    obj["type"] = draw(st.sampled_from(list(MESSAGE_TYPES)))
+    obj["type"] = draw(st.sampled_from(list(wire.MESSAGE_TYPES)))
     return obj
 
 
@@ -336,21 +305,24 @@ def test_known_types_with_arbitrary_fields(obj: dict[str, Any]) -> None:
 
 
 def test_every_message_type_has_a_strategy() -> None:
-    assert set(MESSAGE_STRATEGIES) == set(MESSAGE_TYPES.values())
+    assert set(MESSAGE_STRATEGIES) == set(wire.MESSAGE_TYPES.values())
 
 
 @FUZZ
 @given(messages)
-def test_valid_messages_round_trip(message: Message) -> None:
-    for version in (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION):  # records as objects, as arrays
-        assert decode(encode(message, version)) == message
+def test_valid_messages_round_trip(message: wire.Message) -> None:
+    for version in (
+        wire.MIN_PROTOCOL_VERSION,
+        wire.PROTOCOL_VERSION,
+    ):  # records as objects, as arrays
+        assert wire.decode(wire.encode(message, version)) == message
         frames = [encode_frame(message, 1024 * 1024, version)]
         assert run_stream(frames, max_frame=1024 * 1024) == heard(message)
 
 
 @FUZZ
 @given(st.lists(messages, min_size=1, max_size=8), st.data())
-def test_valid_streams_in_random_reads(batch: list[Message], data: st.DataObject) -> None:
+def test_valid_streams_in_random_reads(batch: list[wire.Message], data: st.DataObject) -> None:
     stream = b"".join(encode_frame(m) for m in batch)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
@@ -364,7 +336,9 @@ def hostile_streams(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(["valid", "valid", "json", "bytes", "prefix", "unknown"]))
         if kind == "valid":
-            parts.append(encode_frame(draw(MESSAGE_STRATEGIES[Heartbeat] | st.just(Leave()))))
+            parts.append(
+                encode_frame(draw(MESSAGE_STRATEGIES[wire.Heartbeat] | st.just(wire.Leave())))
+            )
         elif kind == "json":
             parts.append(raw_frame(draw(json_values)))
         elif kind == "bytes":
@@ -400,7 +374,7 @@ def test_random_reads_give_the_same_frames_and_error(stream: bytes, data: st.Dat
 def mutated_frames(draw: st.DrawFn) -> bytes:
     """A valid frame of any type, then damaged: its bytes, its prefix or one field."""
     message = draw(messages)
-    body = encode(message)
+    body = wire.encode(message)
     how = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "prefix", "field"]))
     if how == "field":
         obj = message.to_dict()
@@ -432,8 +406,8 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
 def test_mutated_frames_only_ever_raise_protocol_errors(data: bytes, cap: int) -> None:
     out = run_stream([data], cap)
     for item in out:
-        if isinstance(item, Message):  # a mutation that still validates still round-trips
-            assert decode(encode(item)) == item
+        if isinstance(item, wire.Message):  # a mutation that still validates still round-trips
+            assert wire.decode(wire.encode(item)) == item
     if len(data) >= 4:
         (length,) = struct.unpack(">I", data[:4])
         if 4 + length <= len(data) and length <= cap:
@@ -445,7 +419,7 @@ def test_mutated_frames_only_ever_raise_protocol_errors(data: bytes, cap: int) -
 def test_mutated_frames_come_out_the_same_however_they_are_read(
     data: bytes, draw: st.DataObject
 ) -> None:
-    stream = data + encode_frame(Heartbeat())
+    stream = data + encode_frame(wire.Heartbeat())
     whole = run_stream([stream], max_frame=1024 * 1024)
     i = draw.draw(st.integers(0, len(stream)))
     assert run_stream([stream[:i], stream[i:]], max_frame=1024 * 1024) == whole
@@ -479,9 +453,9 @@ def test_any_nesting_depth(depth: int, leaf: Any) -> None:
 @FUZZ
 @given(st.integers(0, 64), st.integers(0, 8))
 def test_a_frame_at_the_cap_passes_and_one_byte_over_does_not(pad: int, extra: int) -> None:
-    data = encode_frame(Request(1, "echo", "x" * pad))
+    data = encode_frame(wire.Request(1, "echo", "x" * pad))
     cap = len(data) - 4
-    assert run_stream([data], cap) == [Request(1, "echo", "x" * pad)]
+    assert run_stream([data], cap) == [wire.Request(1, "echo", "x" * pad)]
     out = run_stream([frame(b" " * (cap + 1 + extra), cap + 1 + extra)], cap)
     assert out and out[0][:2] == ("error", "FrameTooLarge")
 
@@ -489,9 +463,9 @@ def test_a_frame_at_the_cap_passes_and_one_byte_over_does_not(pad: int, extra: i
 @FUZZ
 @given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=4), st.binary(max_size=300))
 def test_garbage_after_a_good_frame_keeps_the_good_frame(prefixes: list[int], tail: bytes) -> None:
-    good = encode_frame(Heartbeat("1:ab"))
+    good = encode_frame(wire.Heartbeat("1:ab"))
     garbage = b"".join(struct.pack(">I", p) for p in prefixes) + tail
-    assert run_stream([good + garbage])[0] == Heartbeat("1:ab")
+    assert run_stream([good + garbage])[0] == wire.Heartbeat("1:ab")
 
 
 # -- the HTTP edge that turns JSON into request frames --------------------------------
@@ -522,5 +496,5 @@ def test_http_request_bodies_are_refused_or_can_be_framed(raw: bytes) -> None:
     except BadRequest:
         return
     assert 0 < timeout <= 300
-    message = Request(1, method[:MAX_METHOD], body)
-    assert decode(encode(message)) == message
+    message = wire.Request(1, method[: wire.MAX_METHOD], body)
+    assert wire.decode(wire.encode(message)) == message

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
 from harness.waiting import Sampler
+
+
+class CountingCheck:
+    """A check for a Sampler that counts its calls and answers `answer(n)` on the nth."""
+
+    def __init__(self, answer: Callable[[int], str | None]) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def __call__(self) -> str | None:
+        self.calls += 1
+        return self.answer(self.calls)
 
 
 def test_a_condition_that_holds_passes_and_is_sampled_from_the_start():
@@ -16,30 +29,19 @@ def test_a_condition_that_holds_passes_and_is_sampled_from_the_start():
 
 
 def test_a_false_sample_fails_the_block_with_its_reason():
-    calls = 0
-
-    def check() -> str | None:
-        nonlocal calls
-        calls += 1
-        return "the third sample is bad" if calls == 3 else None
-
+    check = CountingCheck(lambda call: "the third sample is bad" if call == 3 else None)
     with pytest.raises(AssertionError, match=r"1 of \d+ samples failed, first: the third"):
         with Sampler("mostly fine", check, every=0.01):
-            while calls < 5:
+            while check.calls < 5:
                 time.sleep(0.01)
 
 
 def test_an_assertion_raised_by_the_check_fails_the_block_with_its_traceback():
-    calls = 0
-
-    def check() -> str | None:
-        nonlocal calls
-        calls += 1
-        assert calls < 3, "a non-200 answer"  # what Proc.get raises
-        return None
+    def answer(call: int) -> None:
+        assert call < 3, "a non-200 answer"  # what Proc.get raises
 
     with pytest.raises(AssertionError, match=r"the check raised .* after 2 samples") as failed:
-        with Sampler("answers 200", check, every=0.01):
+        with Sampler("answers 200", CountingCheck(answer), every=0.01):
             time.sleep(0.5)  # long after the check raised
     cause = failed.value.__cause__
     assert isinstance(cause, AssertionError) and "a non-200 answer" in str(cause)
@@ -57,17 +59,13 @@ def test_any_exception_raised_by_the_check_fails_the_block():
 
 def test_too_few_samples_for_the_window_fail_the_block():
     """A check stuck for the whole window sampled once in a second, when 10 were due."""
-    calls = 0
 
-    def stuck_once() -> str | None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+    def stuck_once(call: int) -> None:
+        if call == 1:
             time.sleep(1.0)
-        return None
 
     with pytest.raises(AssertionError, match="the window was not watched"):
-        with Sampler("watched", stuck_once, every=0.05):
+        with Sampler("watched", CountingCheck(stuck_once), every=0.05):
             time.sleep(1.0)
 
 
