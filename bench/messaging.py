@@ -2,11 +2,14 @@
 
 The mesh: node B is a `python -m node` process; node A runs in this process and
 calls `await node.request(b, "echo", body)`, the Python API services use, so
-the figure is the mesh link's (Request frames, the peer's handler task, the
-Response), not HTTP's. The bare one: bench/echo.py in a process, called from
-here by a minimal client of the same framing. Each is measured twice: throughput
-with CONCURRENCY callers, then latency one request at a time. The mesh is also
-measured with node A on asyncio's default loop instead of uvloop.
+the figure is the mesh link's (Request frames, the peer's handler, the Response),
+not HTTP's. The bare ones: bench/echo.py in a process, called from here by a minimal
+client of the same framing, in two forms: batched (the responses to one read go out
+in one write, as the mesh link does) and unbatched (one write a response, as
+`python -m bench.messaging PORT` serves them). The ratio is to the better of the two.
+Each is measured twice: throughput with CONCURRENCY callers, then latency one
+request at a time. The mesh is also measured with node A on asyncio's default loop
+instead of uvloop.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import contextlib
 import itertools
 import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import uvloop
 
+from bench.echo import EchoProtocol
 from bench.procs import program
 from harness.ports import free_port
 from node.app import Node
@@ -125,6 +130,31 @@ async def _mesh(seed_port: int, seconds: float) -> dict[str, Any]:
         await asyncio.gather(tasks[1], return_exceptions=True)
 
 
+class UnbatchedEchoProtocol(EchoProtocol):
+    """The bare echo with one write a response: the baseline without write batching."""
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._decoder.feed(data)
+        while (message := self._decoder.next_message()) is not None:
+            if isinstance(message, Request):
+                self._transport.write(encode_frame(Response(message.id, message.body)))
+
+
+async def _serve_unbatched(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(UnbatchedEchoProtocol, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def _bare_echo(module: str, seconds: float) -> dict[str, Any]:
+    port = free_port()
+    with program(module, [str(port)], {}):
+        _wait_listening(port)
+        return uvloop.run(_bare(port, seconds))
+
+
 def _wait_listening(port: int, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while True:
@@ -147,20 +177,35 @@ def _node_b() -> Iterator[int]:
 
 
 def run(seconds: float) -> dict[str, Any]:
-    """bare_echo, mesh (uvloop), asyncio_mesh; `seconds` is each one's measuring time."""
-    port = free_port()
-    with program("bench.echo", [str(port)], {}):
-        _wait_listening(port)
-        bare = uvloop.run(_bare(port, seconds))
+    """The bare echo batched and unbatched, the mesh (uvloop) and the mesh on asyncio's loop;
+    `seconds` is each one's measuring time. `ratio` is the mesh's rps over the better bare
+    echo's, `latency_ratio` its p50 over that bare echo's p50 (one request in flight)."""
+    bare = _bare_echo("bench.echo", seconds)
+    unbatched = _bare_echo("bench.messaging", seconds)
     with _node_b() as seed:
         mesh = uvloop.run(_mesh(seed, seconds))
     with _node_b() as seed:
         asyncio_mesh = asyncio.run(_mesh(seed, seconds))
+    better = max(bare, unbatched, key=lambda figures: figures["rps"])
+    fastest = min(bare, unbatched, key=lambda figures: figures["p50_us"])
     return {
         "bare_echo": bare,
+        "bare_unbatched_echo": unbatched,
         "mesh": mesh,
-        "ratio": round(mesh["rps"] / bare["rps"], 3),
+        "bare_rps": unbatched["rps"],
+        "bare_batched_rps": bare["rps"],
+        "mesh_rps": mesh["rps"],
+        "ratio": round(mesh["rps"] / better["rps"], 3),
+        "ratio_batched": round(mesh["rps"] / bare["rps"], 3),
+        "ratio_unbatched": round(mesh["rps"] / unbatched["rps"], 3),
+        "bare_p50_us": fastest["p50_us"],
+        "mesh_p50_us": mesh["p50_us"],
+        "latency_ratio": round(mesh["p50_us"] / fastest["p50_us"], 3),
         "loop": "uvloop",
         "asyncio_mesh": asyncio_mesh,
         "cpus": os.cpu_count(),
     }
+
+
+if __name__ == "__main__":  # the unbatched bare echo: python -m bench.messaging PORT
+    uvloop.run(_serve_unbatched(int(sys.argv[1])))

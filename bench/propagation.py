@@ -2,7 +2,8 @@
 join, a clean leave (a leave frame) and a crash (the socket closed without a word)?
 
 Every client lives in this process's loop, so one monotonic clock times the event
-and every other client's receipt of its member_joined / member_left.
+and every other client's receipt of its member_joined / member_left. The same clients
+measure the yardstick, bench/broadcaster.py, a server that only forwards those events.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 import uvloop
 
+from bench import broadcaster
 from bench.procs import distributor
 from bench.rawclient import LEAVE, RawClient, connect, heartbeats
 from bench.stats import percentile
 from harness.ports import free_port
 
 WAIT = 10.0  # seconds for every client to hear of one event; a miss is reported, not hidden
+
+Server = Literal["distributor", "broadcaster"]
 
 
 class _Room:
@@ -94,12 +98,19 @@ async def _measure(port: int, n: int, trials: int) -> dict[str, list[float]]:
     return {**samples, **{f"{kind}_last": values for kind, values in lasts.items()}}
 
 
-def run(n: int, trials: int) -> dict[str, Any]:
-    port, http_port = free_port(), free_port()
-    with distributor(port, http_port, n + 8):
+def run(n: int, trials: int, server: Server = "distributor") -> dict[str, Any]:
+    """Join, leave and crash latencies to n-1 clients of a fresh `server`, per event kind."""
+    port = free_port()
+    serving = (
+        distributor(port, free_port(), n + 8)
+        if server == "distributor"
+        else broadcaster.serving(port)
+    )
+    with serving:
         measured = uvloop.run(_measure(port, n, trials))
     return {
         kind: {
+            "server": server,
             "n": n,
             "trials": trials,
             "p50_ms": round(percentile(measured[kind], 50), 3),

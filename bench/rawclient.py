@@ -8,21 +8,25 @@ the distributor they measure. With `watch`, deltas are decoded in full.
 
 The clients speak version 3 (records as arrays, deltas in batches); the count
 relies on what the bench's own records are: no `[` or `{"id":` inside a string.
+What proves the count is `digest`: SHA-256 over the record lists as they came (each
+list's bytes and a comma), so with no departures it is the digest of the distributor's
+own list, in its order (records_digest), when the client holds every member exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import struct
 import time
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import orjson
 
 from shared.framing import encode_frame
-from shared.wire import Heartbeat, Hello, Leave
+from shared.wire import Heartbeat, Hello, Leave, Member
 
 HEARTBEAT = encode_frame(Heartbeat())
 LEAVE = encode_frame(Leave())
@@ -35,6 +39,8 @@ _RECORD = b'["'  # one per record array (version 3), in a snapshot or a batch of
 _OBJECT_RECORD = b'{"id":'  # one per record object (a version-2 distributor's snapshot)
 _LEFT = b'{"left":'  # one per departure in a batch of deltas (its record is one more _RECORD)
 _LAST = b'"last":true}'
+_MEMBERS = b'"members":['  # a snapshot part's record list starts after this
+_SNAPSHOT_TAIL = len(b'],"last":true}')  # what follows the list (false: one more byte)
 
 # (kind, member id, reason, monotonic time): what a watcher hears
 Watch = Callable[[str, str, str, float], None]
@@ -78,6 +84,8 @@ class RawClient(asyncio.Protocol):
         self._watch = watch
         self._buffer = bytearray()
         self._pending = 0  # records in snapshot parts before the last one
+        self.digest = hashlib.sha256()  # of the record lists received (module docstring)
+        self._parts: Any = None  # the digest of a snapshot's parts so far (a hashlib hash)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, so no isinstance here
@@ -100,43 +108,59 @@ class RawClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        buffer = self._buffer
-        buffer += data
-        end = len(buffer)
+        # frames are read where they are: only the part of a frame still to come is copied
+        frames: bytes | bytearray = data
+        if self._buffer:
+            self._buffer += data
+            frames = self._buffer
+        end = len(frames)
         pos = 0
         while end - pos >= 4:
-            (length,) = _LENGTH.unpack_from(buffer, pos)
+            (length,) = _LENGTH.unpack_from(frames, pos)
             start = pos + 4
             if end - start < length:
                 break
             pos = start + length
-            self._frame(buffer, start, pos)
-        del buffer[:pos]
+            self._frame(frames, start, pos)
+        if frames is self._buffer:
+            del self._buffer[:pos]
+        elif pos < end:
+            self._buffer += memoryview(data)[pos:]
         if self.done_at is None and self.members == self.expect:
             self.done_at = time.monotonic()
             if self._on_done is not None:
                 self._on_done(self)
 
-    def _frame(self, buffer: bytearray, start: int, stop: int) -> None:
-        if buffer.startswith(_DELTAS, start):
-            # each join adds one, each departure takes one away (and holds a record too)
-            self.members += buffer.count(_RECORD, start, stop) - 2 * buffer.count(
-                _LEFT, start, stop
-            )
+    def _frame(self, frames: bytes | bytearray, start: int, stop: int) -> None:
+        # one scan of a frame's bytes to count, one to digest: a storm is N^2 records
+        if frames.startswith(_DELTAS, start):
+            # each join adds one, each departure takes one away (and holds a record too);
+            # departures are the only objects in a batch, found by a memchr, not a count
+            self.members += frames.count(_RECORD, start, stop)
+            if frames.find(b"{", start + 1, stop) != -1:
+                self.members -= 2 * frames.count(_LEFT, start, stop)
+            # the events: after the first `[` (the version before it is a number), to `]}`
+            _digest(self.digest, frames, frames.index(b"[", start) + 1, stop - 2)
             if self._watch is not None:
-                self._report(buffer[start:stop])
-        elif buffer.startswith(_SNAPSHOT, start):
+                self._report(frames[start:stop])
+        elif frames.startswith(_SNAPSHOT, start):
             # the naive mode sends a whole new list each time: the last part replaces the count
-            self._pending += buffer.count(_RECORD, start, stop)
-            self._pending += buffer.count(_OBJECT_RECORD, start, stop)
-            if buffer.endswith(_LAST, start, stop):
+            records = frames.index(_MEMBERS, start) + len(_MEMBERS)
+            form = _RECORD if frames[records] == ord("[") else _OBJECT_RECORD
+            self._pending += frames.count(form, records, stop)
+            last = frames.endswith(_LAST, start, stop)
+            if self._parts is None:
+                self._parts = hashlib.sha256()
+            _digest(self._parts, frames, records, stop - _SNAPSHOT_TAIL - (not last))
+            if last:
                 self.members, self._pending = self._pending, 0
-        elif buffer.startswith(_HELLO, start):
+                self.digest, self._parts = self._parts, None
+        elif frames.startswith(_HELLO, start):
             self.answered.set()
-        elif buffer.startswith(_ERROR, start):
-            self.error = orjson.loads(buffer[start:stop]).get("message", "error frame")
+        elif frames.startswith(_ERROR, start):
+            self.error = orjson.loads(frames[start:stop]).get("message", "error frame")
 
-    def _report(self, body: bytearray) -> None:
+    def _report(self, body: bytes | bytearray) -> None:
         assert self._watch is not None
         now = time.monotonic()
         for event in orjson.loads(body)["events"]:
@@ -144,6 +168,23 @@ class RawClient(asyncio.Protocol):
                 self._watch("joined", event[0], "", now)
             else:
                 self._watch("left", event["left"][0], event["reason"], now)
+
+
+def _digest(digest: Any, frames: bytes | bytearray, start: int, stop: int) -> None:
+    """Add a record list (frames[start:stop], records joined by commas) and a comma."""
+    with memoryview(frames) as view:
+        digest.update(view[start:stop])
+    digest.update(b",")
+
+
+def records_digest(documents: Iterable[dict[str, Any]]) -> str:
+    """What a client's digest is when it holds exactly these members, in this order: the
+    distributor's /v1/members records, each encoded as the distributor sends it."""
+    digest = hashlib.sha256()
+    for document in documents:
+        fields = {k: v for k, v in document.items() if k != "connected_since"}
+        digest.update(orjson.dumps(Member.from_dict(fields).to_array()) + b",")
+    return digest.hexdigest()
 
 
 async def connect(

@@ -4,26 +4,30 @@ The clients live in a few worker processes, each an event loop with thousands of
 raw protocol clients (bench/rawclient.py). All start at one monotonic instant
 (CLOCK_MONOTONIC is system-wide, so the workers' clocks agree). The figure is the
 time until the last client holds all N members, the bytes all clients received,
-and the distributor's peak RSS (VmHWM).
+and the distributor's peak RSS (VmHWM). A point counts only if every client's digest
+of its member list is the distributor's own (bench/rawclient.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import multiprocessing
 import os
 import time
+import urllib.request
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvloop
 
 from bench.procs import distributor
-from bench.rawclient import RawClient, connect, heartbeats
+from bench.rawclient import RawClient, connect, heartbeats, records_digest
 from harness.ports import free_port
-from harness.procs import raise_nofile, status_mb
+from harness.procs import cpu_seconds, raise_nofile, status_mb
 
 CLIENTS_PER_WORKER = 500  # below this one loop keeps up; above, a worker per CPU
 NAIVE_MAX = 400  # the naive mode is measured up to here and modelled beyond
@@ -39,6 +43,9 @@ def _worker(
 async def _run_worker(
     port: int, first: int, count: int, expect: int, budget: float, conn: Connection
 ) -> None:
+    """Dial at the instant the parent sends, then report each time every client holds
+    `expect` members (or the budget ran out); the parent answers with the next count to
+    wait for (acknowledged once set), the links all held meanwhile, or "stop"."""
     loop = asyncio.get_running_loop()
     clients = [RawClient(first + i, expect) for i in range(count)]
     conn.send("ready")
@@ -46,23 +53,15 @@ async def _run_worker(
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     beats = asyncio.create_task(heartbeats(clients))
     dials = [asyncio.create_task(connect(loop, client, port)) for client in clients]
-    deadline = start + budget
-    while time.monotonic() < deadline:
-        if all(c.done_at is not None or c.closed for c in clients):
+    while True:
+        conn.send(await _phase(clients, start + budget))
+        command = await loop.run_in_executor(None, conn.recv)
+        if command == "stop":
             break
-        await asyncio.sleep(0.05)
-    done = [c.done_at for c in clients if c.done_at is not None]
-    errors = [c.error for c in clients if c.error and c.done_at is None]
-    conn.send(
-        {
-            "done": len(done),
-            "last": max(done, default=None),
-            "bytes": sum(c.received for c in clients),
-            "errors": len(errors),
-            "error": errors[0] if errors else None,
-        }
-    )
-    await loop.run_in_executor(None, conn.recv)  # hold every link until all workers report
+        for client in clients:
+            client.expect, client.done_at = command, None
+        conn.send("expecting")
+        start = time.monotonic()
     beats.cancel()
     for dial in dials:
         dial.cancel()
@@ -70,6 +69,94 @@ async def _run_worker(
         client.close()
     await asyncio.gather(beats, *dials, return_exceptions=True)
     await asyncio.sleep(0.1)  # let the closes go out
+
+
+async def _phase(clients: list[RawClient], deadline: float) -> dict[str, Any]:
+    """Until every client holds its expected count (or is closed, or the deadline)."""
+    while time.monotonic() < deadline:
+        if all(c.done_at is not None or c.closed for c in clients):
+            break
+        await asyncio.sleep(0.05)
+    done = [c.done_at for c in clients if c.done_at is not None]
+    errors = [c.error for c in clients if c.error and c.done_at is None]
+    return {
+        "done": len(done),
+        "last": max(done, default=None),
+        "bytes": sum(c.received for c in clients),
+        "errors": len(errors),
+        "error": errors[0] if errors else None,
+        # how many clients hold a list of each digest (one digest, when all is well)
+        "digests": collections.Counter(
+            c.digest.hexdigest() for c in clients if c.done_at is not None
+        ),
+        "cpu": time.process_time(),  # this worker's user+sys so far: all its work
+    }
+
+
+class Workers:
+    """n raw clients in a few forked worker processes, driven through pipes (_run_worker):
+    start() sets them dialling at one instant, reports() waits for each worker's report,
+    expect() starts the next phase; leaving the block stops them."""
+
+    def __init__(self, port: int, n: int, budget: float) -> None:
+        self.budget = budget
+        count = max(1, min(os.cpu_count() or 1, math.ceil(n / CLIENTS_PER_WORKER)))
+        ctx = multiprocessing.get_context("fork")
+        self._pipes: list[Connection] = []
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        for w in range(count):
+            first, size = w * n // count, (w + 1) * n // count - w * n // count
+            parent, child = ctx.Pipe()
+            worker = ctx.Process(target=_worker, args=(port, first, size, n, budget, child))
+            worker.start()
+            child.close()  # the worker's end only: its death then ends our recv() (EOFError)
+            self._pipes.append(parent)
+            self._procs.append(worker)
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            for pipe in self._pipes:
+                pipe.send("stop")
+        except OSError:  # a worker that died has no one reading
+            pass
+        for worker in self._procs:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+
+    def start(self) -> float:
+        """Once every worker is ready: the monotonic instant they all dial at."""
+        for pipe in self._pipes:
+            if not pipe.poll(60):
+                raise RuntimeError("a storm worker did not start")
+            pipe.recv()  # ready
+        start = time.monotonic() + 0.2
+        for pipe in self._pipes:
+            pipe.send(start)
+        return start
+
+    def reports(self) -> list[dict[str, Any]]:
+        reports = []
+        for pipe in self._pipes:
+            if not pipe.poll(self.budget + 30):
+                raise RuntimeError("a storm worker did not report")
+            reports.append(pipe.recv())
+        return reports
+
+    def expect(self, members: int) -> None:
+        """The next phase: every client until it holds `members` (set when this returns)."""
+        for pipe in self._pipes:
+            pipe.send(members)
+        for pipe in self._pipes:
+            if not pipe.poll(30):
+                raise RuntimeError("a storm worker did not answer")
+            pipe.recv()
 
 
 def run_point(
@@ -83,42 +170,19 @@ def run_point(
     With `profile`, the distributor runs under cProfile and writes its stats there.
     """
     raise_nofile()
-    workers = max(1, min(os.cpu_count() or 1, math.ceil(n / CLIENTS_PER_WORKER)))
     port, http_port = free_port(), free_port()
-    ctx = multiprocessing.get_context("fork")
-    with distributor(port, http_port, n, mode == "naive", profile) as proc:
-        pipes, procs = [], []
-        for w in range(workers):
-            first, count = w * n // workers, (w + 1) * n // workers - w * n // workers
-            parent, child = ctx.Pipe()
-            worker = ctx.Process(target=_worker, args=(port, first, count, n, budget, child))
-            worker.start()
-            child.close()  # the worker's end only: its death then ends our recv() (EOFError)
-            pipes.append(parent)
-            procs.append(worker)
-        try:
-            for pipe in pipes:
-                if not pipe.poll(60):
-                    raise RuntimeError("a storm worker did not start")
-                pipe.recv()  # ready
-            start = time.monotonic() + 0.2
-            for pipe in pipes:
-                pipe.send(start)
-            reports = []
-            for pipe in pipes:
-                if not pipe.poll(budget + 30):
-                    raise RuntimeError("a storm worker did not report")
-                reports.append(pipe.recv())
-            peak = status_mb(proc.pid, "VmHWM")
-            for pipe in pipes:
-                pipe.send("stop")
-        finally:
-            for worker in procs:
-                worker.join(10)
-                if worker.is_alive():
-                    worker.kill()
+    with (
+        distributor(port, http_port, n, mode == "naive", profile) as proc,
+        Workers(port, n, budget) as workers,
+    ):
+        start = workers.start()
+        reports = workers.reports()
+        peak = status_mb(proc.pid, "VmHWM")
+        distributor_cpu = cpu_seconds(proc.pid)
+        expected = members_digest(http_port)
     done = sum(r["done"] for r in reports)
-    completed = done == n
+    mismatched = done - held(reports, expected)
+    completed = done == n and not mismatched
     last = max((r["last"] for r in reports if r["last"] is not None), default=start)
     entry: dict[str, Any] = {
         "n": n,
@@ -128,14 +192,31 @@ def run_point(
         "peak_rss_mb": round(peak, 1),
         "completed": completed,
         "note": "",
-        "workers": workers,
+        "workers": len(workers),
+        # user+sys at the storm's end, to tell a slow distributor from a starved one
+        "distributor_cpu_s": round(distributor_cpu, 2),
+        "clients_cpu_s": round(sum(r["cpu"] for r in reports), 2),
     }
     if not completed:
         errors = [r["error"] for r in reports if r["error"]]
         entry["note"] = f"{done}/{n} clients held all members within {budget:g} s" + (
             f"; {sum(r['errors'] for r in reports)} failed, e.g. {errors[0]}" if errors else ""
         )
+        if mismatched:
+            entry["note"] += f"; {mismatched} of them hold a list unlike the distributor's"
     return entry
+
+
+def held(reports: list[dict[str, Any]], expected: str) -> int:
+    """How many clients that reported done hold the list whose digest is `expected`."""
+    return sum(r["digests"][expected] for r in reports)
+
+
+def members_digest(http_port: int) -> str:
+    """The digest of the distributor's member list (a client holding it has the same)."""
+    # a long timeout: the profiled distributor may still be catching up with its links
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/members", timeout=120) as resp:
+        return records_digest(orjson.loads(resp.read())["members"])
 
 
 def naive_model(measured: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
@@ -216,5 +297,8 @@ def _skipped(n: int, mode: str, note: str) -> dict[str, Any]:
 
 def _brief(entry: dict[str, Any]) -> str:
     if entry["completed"]:
-        return f"{entry['seconds']:.3f} s, {entry['bytes_sent']:,} B, {entry['peak_rss_mb']} MB"
+        return (
+            f"{entry['seconds']:.3f} s, {entry['bytes_sent']:,} B, {entry['peak_rss_mb']} MB, "
+            f"CPU s distributor {entry['distributor_cpu_s']}, clients {entry['clients_cpu_s']}"
+        )
     return entry["note"]

@@ -44,6 +44,8 @@ log = structlog.get_logger()
 # a registration's error code -> mesh_connections_rejected_total's reason
 REFUSED = {"full": "members_full", "stale_incarnation": "stale_incarnation"}
 
+MAX_FLUSH_DELAY = 0.2  # seconds: the most a flush waits after a slow one (see _flush)
+
 
 class Outgoing(NamedTuple):
     """One change as a flush writes it, in each wire form, encoded once for every link."""
@@ -94,9 +96,11 @@ class DistributorServer:
         self._stopping = False  # while stopping, departures are ours, not the nodes'
         # Deltas not yet written, in version order, flushed with one write per link (a
         # storm of joins would otherwise cost a syscall per join per link). A link
-        # registered meanwhile takes only those after its snapshot: id -> first index.
+        # registered meanwhile gets the list as it is at that flush instead, set done
+        # when sent: one snapshot, built once and shared, for all the joins of a flush,
+        # so a storm holds O(N) bytes of them, not O(N) a join.
         self._outbox: list[Outgoing] = []
-        self._late: dict[str, int] = {}
+        self._joining: dict[Link, asyncio.Future[None]] = {}
         # the members' compact records (version 3) joined, so a snapshot is bytes copied
         self._compact_records = SnapshotRecords(lambda member: orjson.dumps(member.to_array()))
         self._next_flush = 0.0  # monotonic time before which a flush waits (see _flush)
@@ -135,33 +139,45 @@ class DistributorServer:
         if self._flush_timer is not None:
             self._flush_timer.cancel()  # stop() flushes before the timer is due
             self._flush_timer = None
-        outbox, late = self._outbox, self._late
-        self._outbox, self._late = [], {}
-        if not outbox:
+        outbox, joining = self._outbox, self._joining
+        self._outbox, self._joining = [], {}
+        if not outbox:  # a join always queues its delta, so no one is joining either
             return
         started = time.monotonic()
-        self._write(outbox, late)
+        self._write(outbox, joining)
+        for sent in joining.values():
+            if not sent.done():  # cancelled when its link was stopped meanwhile
+                sent.set_result(None)
         # A quiet distributor flushes at once. One whose flush took long is in a storm
         # (joins then come about one per loop iteration): it waits as long again,
         # so each write to a link carries many deltas and flushing takes at most half
-        # the time. Deltas stay in version order; only their batching changes.
+        # the time. Deltas stay in version order; only their batching changes. Capped,
+        # so one stalled flush (a GC pause) does not hold the next change for as long.
         ended = time.monotonic()
-        self._next_flush = ended + (ended - started)
+        self._next_flush = ended + min(ended - started, MAX_FLUSH_DELAY)
 
-    def _write(self, outbox: list[Outgoing], late: dict[str, int]) -> None:
-        # the same bytes to every link of a form; made only if some link speaks that form
-        whole: dict[bool, tuple[bytes, int]] = {}
-        for member_id, (_, link) in self._links.items():
-            first = late.get(member_id, 0)
-            if first >= len(outbox):
-                continue
+    def _write(self, outbox: list[Outgoing], joining: dict[Link, asyncio.Future[None]]) -> None:
+        # the same bytes to every link of a form; made only if some link needs that form
+        deltas: dict[bool, tuple[bytes, int]] = {}
+        snapshots: dict[bool, tuple[bytes, int]] = {}
+        for _, link in self._links.values():
             compact = link.peer_version >= COMPACT_VERSION
-            if first:  # registered since the last flush: only what came after its snapshot
-                link.send_nowait(*self._writes(outbox[first:], compact))
+            if link in joining:
+                if compact not in snapshots:
+                    snapshots[compact] = self._joining_writes(outbox, compact)
+                link.send_nowait(*snapshots[compact])
                 continue
-            if compact not in whole:
-                whole[compact] = self._writes(outbox, compact)
-            link.send_nowait(*whole[compact])
+            if compact not in deltas:
+                deltas[compact] = self._writes(outbox, compact)
+            link.send_nowait(*deltas[compact])
+
+    def _joining_writes(self, outbox: list[Outgoing], compact: bool) -> tuple[bytes, int]:
+        """What a link registered since the last flush gets: the registry as it is now, as
+        the outbox's deltas are all in it, then the outbox's whole frames (the naive
+        bench's lists, sent to every link)."""
+        parts = self._snapshot_parts(compact)
+        whole, count = self._writes([item for item in outbox if item.delta is None], compact)
+        return b"".join((*parts, whole)), len(parts) + count
 
     def _writes(self, outbox: list[Outgoing], compact: bool) -> tuple[bytes, int]:
         if compact:
@@ -179,45 +195,15 @@ class DistributorServer:
             return self._compact_records.frames(registry.epoch, registry.version, max_frame)
         return snapshot_frames(registry.epoch, registry.version, registry.records(), max_frame)
 
-    def _send_snapshot(self, link: Link) -> None:
-        # not inline in _serve: its frame lives as long as the link, and would hold the
-        # snapshot's bytes (O(N) a link, O(N^2) in all in a storm)
-        parts = self._snapshot_parts(link.peer_version >= COMPACT_VERSION)
-        link.send_nowait(b"".join(parts), len(parts))
-
     async def _serve(self, link: Link, hello: Hello) -> None:
         """One node's registration, for as long as its link lives."""
-        member = hello.member
-        try:
-            joined, replaced = self.registry.register(member, time.time())
-        except RegistrationRefused as exc:
-            link.log.info("registration_refused", code=exc.code, detail=str(exc))
-            self.stats.refusals.rejected[REFUSED.get(exc.code, exc.code)] += 1
-            link.send_nowait(Error(exc.code, str(exc)))
+        snapshot_sent = self._register(link, hello.member)
+        if snapshot_sent is None:
             return
+        registered = hello.member  # what this link has registered: its hello, then updates
         end: LinkEnd | None = None
-        registered = member  # what this link has registered: its hello, then its updates
         try:
-            if replaced is not None:
-                # the entry now belongs to the new link; the old link's end emits nothing
-                _, old_link = self._links.pop(member.id)
-                old_link.abort()
-                link.log.info("registration_replaced", incarnation=member.incarnation)
-            self._links[member.id] = (member, link)
-            self._compact_records.put(member)
-            # no await between the snapshot and the broadcast: deltas follow in version order,
-            # and this link takes only the deltas queued after its own join
-            self._send_snapshot(link)
-            self._broadcast(joined)
-            self._late[member.id] = len(self._outbox)
-            link.log.info(
-                "member_joined",
-                member=member.name,
-                address=member.address,
-                incarnation=member.incarnation,
-                version=joined.version,
-                members=len(self.registry),
-            )
+            await snapshot_sent  # serve() beats only after it: the snapshot comes first
 
             def on_message(message: Message) -> None:
                 nonlocal registered
@@ -230,6 +216,35 @@ class DistributorServer:
             end = await link.serve(on_message)
         finally:
             self._unregister(registered, link, end)
+
+    def _register(self, link: Link, member: Member) -> asyncio.Future[None] | None:
+        """Register and queue the join; done when the next flush has sent the link its
+        snapshot. None (logged, the error sent) when the registry refuses."""
+        try:
+            joined, replaced = self.registry.register(member, time.time())
+        except RegistrationRefused as exc:
+            link.log.info("registration_refused", code=exc.code, detail=str(exc))
+            self.stats.refusals.rejected[REFUSED.get(exc.code, exc.code)] += 1
+            link.send_nowait(Error(exc.code, str(exc)))
+            return None
+        if replaced is not None:
+            # the entry now belongs to the new link; the old link's end emits nothing
+            _, old_link = self._links.pop(member.id)
+            old_link.abort()
+            link.log.info("registration_replaced", incarnation=member.incarnation)
+        self._links[member.id] = (member, link)
+        self._compact_records.put(member)
+        self._broadcast(joined)  # schedules the flush
+        snapshot_sent = self._joining[link] = asyncio.get_running_loop().create_future()
+        link.log.info(
+            "member_joined",
+            member=member.name,
+            address=member.address,
+            incarnation=member.incarnation,
+            version=joined.version,
+            members=len(self.registry),
+        )
+        return snapshot_sent
 
     def _update(self, registered: Member, member: Member, link: Link) -> Member:
         """A node's new record: sent on as member_joined; returns what is registered now."""

@@ -8,12 +8,16 @@ record, returning a JSON value::
 
     node.handlers.add("greet", greet)
 
+A plain (not async) function works too, for a handler that never waits: it is answered
+at once, as its request is read, with no task of its own (the built-ins are such).
+
 A handler that refuses raises node.errors.RequestFailed: its message goes back to the
 caller (a 502 there). The built-ins `ping` and `echo` are registered the same way.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,7 +29,10 @@ from shared.wire import MAX_METHOD, MAX_TEXT, Member
 
 log = structlog.get_logger()
 
-Handler = Callable[[Any, Member], Awaitable[Any]]
+# returns a JSON value, or (an async function) an awaitable of one
+Handler = Callable[[Any, Member], Any]
+# what goes back to the caller: (result, None) or (None, error in a few words)
+Answer = tuple[Any, str | None]
 
 
 class Handlers:
@@ -40,45 +47,73 @@ class Handlers:
     def __contains__(self, method: str) -> bool:
         return method in self._handlers
 
-    async def call(self, method: str, body: Any, caller: Member) -> Any:
+    def start(self, method: str, body: Any, caller: Member) -> Any:
+        """Call the handler: its result, or an async handler's awaitable of it (see finish).
+
+        Raises what the handler raises, and UnknownMethod.
+        """
         handler = self._handlers.get(method)
         if handler is None:
             raise UnknownMethod(f"unknown method {method!r}")
-        return await handler(body, caller)
+        return handler(body, caller)
 
-    async def answer(
-        self, method: str, body: Any, caller: Member, max_result: int
-    ) -> tuple[Any, str | None]:
-        """(result, None) or (None, error in a few words): what goes back to the caller.
+    async def call(self, method: str, body: Any, caller: Member) -> Any:
+        result = self.start(method, body, caller)
+        return await result if inspect.isawaitable(result) else result
 
-        The one place a handler's failure becomes an error: its text clipped to
-        what the wire carries, a result that is not JSON or too big refused.
-        """
+    async def finish(self, method: str, pending: Awaitable[Any]) -> Answer:
+        """An async handler's answer, once its awaitable is done."""
         try:
-            result = await self.call(method, body, caller)
-        except RequestFailed as exc:
-            return None, clip(str(exc))
-        except Exception as exc:  # a service's bug must not take the link down
-            log.warning("handler_raised", method=method, error=repr(exc))
-            return None, clip(f"handler raised {type(exc).__name__}: {exc}")
+            return await pending, None
+        except Exception as exc:
+            return None, failure(method, exc)
+
+    async def answer(self, method: str, body: Any, caller: Member, max_result: int) -> Answer:
+        """What goes back to a caller: the handler's result, checked to be JSON of at most
+        `max_result` bytes (as the mesh checks it when it encodes the response)."""
+        try:
+            result = self.start(method, body, caller)
+        except Exception as exc:
+            return None, failure(method, exc)
+        if inspect.isawaitable(result):
+            result, error = await self.finish(method, result)
+            if error is not None:
+                return None, error
         try:
             size = len(orjson.dumps(result))
         except TypeError as exc:
-            return None, clip(f"result is not JSON: {exc}")
+            return None, not_json(exc)
         if size > max_result:
-            return None, f"result of {size} bytes is over the frame cap"
+            return None, over_cap(size)
         return result, None
+
+
+def failure(method: str, exc: Exception) -> str:
+    """The one place a handler's failure becomes an error: its text clipped to what the
+    wire carries. A service's bug must not take the link down: any exception is one."""
+    if isinstance(exc, RequestFailed):
+        return clip(str(exc))
+    log.warning("handler_raised", method=method, error=repr(exc))
+    return clip(f"handler raised {type(exc).__name__}: {exc}")
+
+
+def not_json(exc: TypeError) -> str:
+    return clip(f"result is not JSON: {exc}")
+
+
+def over_cap(size: int) -> str:
+    return f"result of {size} bytes is over the frame cap"
 
 
 def clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
-async def ping(body: Any, caller: Member) -> Any:
+def ping(body: Any, caller: Member) -> Any:
     return {}
 
 
-async def echo(body: Any, caller: Member) -> Any:
+def echo(body: Any, caller: Member) -> Any:
     return body
 
 

@@ -12,11 +12,11 @@ node/peertable.py's, and the dialling loop is node/reconnect.py's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import inspect
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from node.errors import (
     RequestTooLarge,
     TooManyInFlight,
 )
-from node.handlers import Handlers
+from node.handlers import Handlers, failure, not_json, over_cap
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from node.metrics import OTHER, NodeStats
@@ -55,12 +55,12 @@ from shared.wire import (
     Request,
     Response,
     SyncRequest,
+    encode,
 )
 
 log = structlog.get_logger()
 
 DIGEST_CACHE_SECONDS = 0.1  # one digest serves every link's heartbeat in that window
-RESPONSE_OVERHEAD = 256  # room in a frame for a response's own fields around its body
 
 
 @dataclass(eq=False)
@@ -353,15 +353,25 @@ class Mesh:
                 session.link.send_nowait(SyncRequest())
 
     def _on_request(self, peer: Peer[Session], session: Session, request: Request) -> None:
+        """Answer at once when the handler does not wait (no task per request: the common
+        case costs what a bare echo does); else in a task the link owns."""
+        link, method = session.link, request.method
         if session.answering >= self.tuning.max_inflight:
             error = f"{session.answering} requests already in flight here"
-            session.link.send_nowait(Response(request.id, error=error, code="busy"))
-            label = request.method if request.method in self.handlers else OTHER
-            self.stats.handled[label, "busy"] += 1
+            link.send_nowait(Response(request.id, error=error, code="busy"))
+            self.stats.handled[method if method in self.handlers else OTHER, "busy"] += 1
             return
-        session.answering += 1
-        task = session.link.spawn(self._answer(peer, session.link, request))
-        task.add_done_callback(session.answered)
+        try:
+            result = self.handlers.start(method, request.body, peer.member)
+        except Exception as exc:
+            self._respond(link, request, None, failure(method, exc))
+            return
+        if inspect.isawaitable(result):
+            session.answering += 1
+            task = link.spawn(self._answer(link, request, result))
+            task.add_done_callback(session.answered)
+        else:
+            self._respond(link, request, result, None)
 
     # -- anti-entropy ----------------------------------------------------------
 
@@ -397,21 +407,29 @@ class Mesh:
 
     # -- requests --------------------------------------------------------------
 
-    async def _answer(self, peer: Peer[Session], link: Link, request: Request) -> None:
-        """Answer one request of the peer's. Never raises: the link's TaskGroup runs it, and
-        a raise would end the link (Handlers.answer turns a handler's failure into an error)."""
+    async def _answer(self, link: Link, request: Request, pending: Awaitable[Any]) -> None:
+        """Answer once an async handler is done. Never raises: the link's TaskGroup runs it,
+        and a raise would end the link (Handlers.finish turns a failure into an error)."""
+        result, error = await self.handlers.finish(request.method, pending)
+        self._respond(link, request, result, error)
+
+    def _respond(self, link: Link, request: Request, result: Any, error: str | None) -> None:
+        """Send the response, and count it. Its frame is encoded once: a result that is not
+        JSON, or over the frame cap, is found there and answered with an error instead
+        (never an oversize frame: the peer would drop the link)."""
+        try:
+            data = encode_frame(Response(request.id, result, error), self.tuning.max_frame)
+        except FrameTooLarge:
+            size = len(encode(Response(request.id, result)))
+            error = over_cap(size)
+            data = encode_frame(Response(request.id, error=error))
+        except TypeError as exc:  # orjson's JSONEncodeError is one
+            error = not_json(exc)
+            data = encode_frame(Response(request.id, error=error))
         method = request.method
-        body, error = await self.handlers.answer(
-            method, request.body, peer.member, self.tuning.max_frame - RESPONSE_OVERHEAD
-        )
         label = method if method in self.handlers else OTHER
         self.stats.handled[label, "ok" if error is None else "error"] += 1
-        try:
-            data = encode_frame(Response(request.id, body, error), self.tuning.max_frame)
-        except FrameTooLarge:  # never send an oversize frame: the peer would drop the link
-            data = encode_frame(Response(request.id, error="result is over the frame cap"))
-        with contextlib.suppress(LinkDown):
-            await link.send(data)
+        link.send_nowait(data)
 
     def in_flight(self, peer_id: str) -> int:
         """Our requests waiting for an answer from that peer."""

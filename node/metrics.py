@@ -26,7 +26,6 @@ from collections.abc import Container, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, Metric
 
 from shared.metrics import (
     LATENCY_BUCKETS,
@@ -43,6 +42,8 @@ from shared.metrics import (
 )
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from node.app import Node
 
 MAX_METHODS = 64  # distinct method labels; beyond, `other`
@@ -183,6 +184,8 @@ class NodeCollector:
 
 
 def _by_method(name: str, help_text: str, counts: dict[tuple[str, str], int]) -> Metric:
+    from prometheus_client.core import CounterMetricFamily  # at scrape time (shared/metrics.py)
+
     family = CounterMetricFamily(name, help_text, labels=["method", "outcome"])
     for (method, outcome), count in sorted(counts.items()):
         family.add_metric([method, outcome], count)

@@ -79,11 +79,17 @@ class Link:
         # frames sent after the first in this loop iteration, written as one at its end:
         # a syscall costs more than a small frame (a burst of requests, responses, deltas)
         self._queued: list[bytes] | None = None
+        # True while serve() hands a message over: what is sent in reply is queued, and
+        # written once the frames of that read are all handled (before the next read waits)
+        self._dispatching = False
         # frames and bytes both ways, shared by the links of one kind (the metrics)
         self._traffic = Traffic() if traffic is None else traffic
         # while serve() runs: the group that owns the link's tasks, and those tasks
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # while a read waits: its deadline (loop time, asked when the watchdog fires)
+        self._deadline: Callable[[], float] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def local_host(self) -> str | None:
@@ -98,6 +104,8 @@ class Link:
 
         The first frame of a loop iteration is written at once; later ones in the
         same iteration go out together in one write when it ends (close flushes too).
+        Replies to what serve() hands over go out together once the frames of that read
+        are all handled.
         """
         if self.writer.is_closing():
             return
@@ -106,6 +114,9 @@ class Link:
         self._traffic.frames_sent += frames
         if self._queued is not None:
             self._queued.append(data)
+            return
+        if self._dispatching:  # _receive flushes them before it waits: no callback needed
+            self._queued = [data]
             return
         self._queued = []
         self._loop.call_soon(self._flush)
@@ -149,7 +160,10 @@ class Link:
 
     async def _send_heartbeats(self) -> None:
         while not self.writer.is_closing():
-            self.send_nowait(self.heartbeat())
+            # bytes still queued for the peer will reach it (a storm's deltas, a snapshot):
+            # it hears from us without a beat, which would only wait behind them
+            if not self.writer.transport.get_write_buffer_size():
+                self.send_nowait(self.heartbeat())
             await asyncio.sleep(self.tuning.heartbeat_interval)
 
     # -- reading -------------------------------------------------------------
@@ -159,6 +173,13 @@ class Link:
 
         Every failure is mapped here, once, to a LinkDown with its reason.
         """
+        return await self._receive(lambda: deadline)
+
+    async def receive_alive(self) -> Message:
+        """The next message, or LinkDown after heartbeat silence (plus our own lag)."""
+        return await self._receive(self._silence_deadline)
+
+    async def _receive(self, deadline: Callable[[], float]) -> Message:
         while True:
             try:
                 message = self._decoder.next_message()
@@ -175,30 +196,48 @@ class Link:
                 self.last_received = self._loop.time()
                 self._traffic.frames_received += 1
                 return message
+            if self._queued:
+                self._flush()
+            self._deadline = deadline
+            self._watch(deadline())
             try:
-                async with asyncio.timeout_at(deadline):
-                    data = await self.reader.read(READ_CHUNK)
-            except TimeoutError:
-                raise LinkDown(LinkEnd(EndReason.TIMEOUT, "no frame within the timeout")) from None
+                data = await self.reader.read(READ_CHUNK)
             except OSError as exc:
                 raise LinkDown(LinkEnd(EndReason.CLOSED, f"read failed: {exc!r}")) from None
+            finally:
+                self._deadline = None
             if not data:
                 raise LinkDown(LinkEnd(EndReason.CLOSED, "connection closed by peer"))
             self._traffic.bytes_received += len(data)
             self._decoder.feed(data)
 
-    async def receive_alive(self) -> Message:
-        """The next message, or LinkDown after heartbeat silence (plus our own lag)."""
-        while True:
-            try:
-                return await self.receive(self._silence_deadline())
-            except LinkDown as exc:
-                # we may have stalled while we waited: give the peer that too
-                if (
-                    exc.end.reason is not EndReason.TIMEOUT
-                    or self._loop.time() >= self._silence_deadline()
-                ):
-                    raise
+    # One timer per link for the deadline of its reads, not one per read (asyncio.timeout
+    # costs a timer and a cancellation each time, and reads come one a frame when idle):
+    # it is moved only to fire earlier, and when it fires late for a deadline that moved
+    # on (the peer spoke, or we stalled), it is armed again for that.
+
+    def _watch(self, deadline: float) -> None:
+        if self._watchdog is None or deadline < self._watchdog.when():
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = self._loop.call_at(deadline, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self._deadline is None:  # no read waits: the next one arms it again
+            return
+        deadline = self._deadline()
+        if self._loop.time() < deadline:
+            self._watch(deadline)
+        else:  # the waiting read raises it (and so would any later one: the link is done)
+            self.reader.set_exception(
+                LinkDown(LinkEnd(EndReason.TIMEOUT, "no frame within the timeout"))
+            )
+
+    def _unwatch(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _silence_deadline(self) -> float:
         """Loop time the peer's silence becomes its death: our own stalls since don't count."""
@@ -265,7 +304,11 @@ class Link:
                 if isinstance(message, Error):  # said before the peer closes: end here
                     self.log.warning("peer_error", code=message.code, message=message.message)
                     return refused(message).end
-                on_message(message)  # heartbeats too: between peers they carry a digest
+                self._dispatching = True
+                try:
+                    on_message(message)  # heartbeats too: between peers they carry a digest
+                finally:
+                    self._dispatching = False
         except LinkDown as exc:
             return exc.end
         except ProtocolError as exc:  # a handler rejected what the peer sent
@@ -276,6 +319,7 @@ class Link:
 
         A peer that does not read gets a short grace, then the socket is aborted.
         """
+        self._unwatch()
         self._flush()
         self.writer.close()
         try:
@@ -288,6 +332,7 @@ class Link:
             raise
 
     def abort(self) -> None:
+        self._unwatch()
         self.writer.transport.abort()
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+
+import structlog
 
 from shared.config import Tuning
 from shared.link import READ_CHUNK, Link
@@ -12,6 +14,10 @@ from shared.linkend import LinkDown, LinkEnd
 from shared.looplag import LoopLag
 from shared.metrics import Refusals, Traffic
 from shared.wire import Error, Hello
+
+log = structlog.get_logger()
+
+ACCEPT_RETRY = 1.0  # seconds before accepting again after an accept failed
 
 
 class Listener:
@@ -21,6 +27,12 @@ class Listener:
     (beyond that it gets a `full` error frame), then `serve(link, hello)` runs it; the link
     is closed when that returns. stop() cancels and awaits every connection. Its links add
     to `traffic`; refused connections and failed handshakes are counted in `refusals`.
+
+    It accepts every pending connection each time the socket is readable: the loop's own
+    server (uvloop's libuv) accepts one per loop iteration, and with thousands of links
+    an iteration is long, so a storm of joins would wait in the kernel's queue. Each
+    connection is a task of ours from its accept (TLS handshake included), so stop()
+    awaits it wherever it is, and a task that ends cancelled is reported to no one.
     """
 
     def __init__(
@@ -39,57 +51,87 @@ class Listener:
         self._hello = hello
         self._serve = serve
         self._handshaking = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
-        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._socket: socket.socket | None = None
+        self._accept_again: asyncio.TimerHandle | None = None  # after a failed accept
 
     async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port."""
-        tls = self.tuning.tls
-        self._server = await asyncio.start_server(
-            self._accept,
-            host,
-            port,
-            limit=READ_CHUNK,
-            # a burst of dials (a storm of joins) waits in the kernel, not a 1 s SYN retry
-            backlog=self.tuning.max_connections,
-            ssl=tls.server if tls else None,
-            ssl_handshake_timeout=self.tuning.handshake_timeout if tls else None,
+        """Listen (on the first address `host` resolves to); returns the bound port."""
+        loop = asyncio.get_running_loop()
+        family, *_, address = (
+            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        )[0]
+        # a burst of dials (a storm of joins) waits in the kernel, not a 1 s SYN retry
+        self._socket = socket.create_server(
+            address, family=family, backlog=self.tuning.max_connections
         )
-        return int(self._server.sockets[0].getsockname()[1])
+        self._socket.setblocking(False)
+        loop.add_reader(self._socket.fileno(), self._accept_pending, self._socket)
+        return int(self._socket.getsockname()[1])
 
     async def stop(self) -> None:
-        self._closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._accept_again is not None:
+            self._accept_again.cancel()
+        if self._socket is not None:
+            asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._socket.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
-            # accepted before stop() but handed to us after it (a TLS handshake that ended
-            # late): stop() has already waited for our tasks, so this one must not start;
-            # aborted, as a TLS close would wait for the peer's answer with no one awaiting it
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        link = Link(reader, writer, self.tuning, self.lag, traffic=self.traffic)
-        try:
+    def _accept_pending(self, listening: socket.socket) -> None:
+        # at most a backlog's worth, so a flood of dials cannot hold the loop
+        for _ in range(self.tuning.max_connections):
             try:
-                hello = await self._admit(link)
-                if hello is not None:
-                    await self._serve(link, hello)
-            finally:
-                await link.close()
-        except asyncio.CancelledError:
-            # stop() ends us, maybe mid-close; Python 3.11's server callback calls exception()
-            # on its handler task and prints a traceback if that task ends cancelled
-            pass
+                sock, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # reset while in the queue
+                continue
+            except OSError as exc:
+                # out of descriptors, say: the socket stays readable, so wait a while
+                # (as asyncio's own server does) rather than fail every iteration
+                log.warning("accept_failed", error=repr(exc), retry_in=ACCEPT_RETRY)
+                loop, fd = asyncio.get_running_loop(), listening.fileno()
+                loop.remove_reader(fd)
+                self._accept_again = loop.call_later(
+                    ACCEPT_RETRY, loop.add_reader, fd, self._accept_pending, listening
+                )
+                return
+            sock.setblocking(False)
+            task = asyncio.create_task(self._connection(sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)  # stop() also waits out a closing link
+
+    async def _connection(self, sock: socket.socket) -> None:
+        tls = self.tuning.tls
+        reader = asyncio.StreamReader(limit=READ_CHUNK)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=tls.server if tls else None,
+                ssl_handshake_timeout=self.tuning.handshake_timeout if tls else None,
+            )
+        except OSError as exc:  # a failed TLS handshake (ssl.SSLError and timeouts are OSErrors)
+            sock.close()  # a no-op when the transport took the socket and closed it
+            log.info("tls_handshake_failed", error=repr(exc))
+            return
+        link = Link(
+            reader,
+            asyncio.StreamWriter(transport, protocol, reader, loop),
+            self.tuning,
+            self.lag,
+            traffic=self.traffic,
+        )
+        try:
+            hello = await self._admit(link)
+            if hello is not None:
+                await self._serve(link, hello)
         finally:
-            self._tasks.discard(task)  # only now: stop() also waits out a closing link
+            await link.close()
 
     async def _admit(self, link: Link) -> Hello | None:
         """The peer's hello, or None (logged) when the link is refused or fails its handshake."""

@@ -19,16 +19,18 @@ from __future__ import annotations
 import bisect
 import collections
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+
+# prometheus-client is imported at the first scrape, not at start: a process that is never
+# scraped does not carry it (about 1 MB of RSS, and its imports: wsgiref, gzip, ...)
+if TYPE_CHECKING:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
 
 # The text format generate_latest writes. prometheus-client's CONTENT_TYPE_LATEST says
 # version=1.0.0 in recent releases; 0.0.4 is what every Prometheus reads (ours are plain
@@ -123,6 +125,8 @@ def _le(bound: float) -> str:
 
 def traffic_families(by_link: Mapping[str, Traffic]) -> Iterator[Metric]:
     """Frames and bytes sent and received, labelled by the kind of link."""
+    from prometheus_client.core import CounterMetricFamily
+
     for name, attribute, help_text in (
         ("mesh_frames_sent", "frames_sent", "Frames queued for sending on mesh links"),
         ("mesh_frames_received", "frames_received", "Frames received and decoded on mesh links"),
@@ -164,6 +168,8 @@ def counter_by(
     name: str, help_text: str, label: str, counts: Mapping[str, int], always: Iterable[str] = ()
 ) -> CounterMetricFamily:
     """A counter family with one label; the `always` values show even at 0."""
+    from prometheus_client.core import CounterMetricFamily
+
     family = CounterMetricFamily(name, help_text, labels=[label])
     values = dict.fromkeys(always, 0)
     values.update(counts)
@@ -174,6 +180,8 @@ def counter_by(
 
 def gauge_by(name: str, help_text: str, label: str, values: Mapping[str, float]) -> Metric:
     """A gauge family with one label."""
+    from prometheus_client.core import GaugeMetricFamily
+
     family = GaugeMetricFamily(name, help_text, labels=[label])
     for value, number in values.items():
         family.add_metric([value], number)
@@ -199,6 +207,8 @@ def histogram(
     family: HistogramMetricFamily | None = None,
 ) -> HistogramMetricFamily:
     """Buckets as a histogram family (or one more labelled series in `family`)."""
+    from prometheus_client.core import HistogramMetricFamily
+
     if family is None:
         family = HistogramMetricFamily(name, help_text, labels=list(labels))
     family.add_metric(list(values), buckets.cumulative(), buckets.sum)
@@ -212,15 +222,19 @@ class Collector(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
-def add_route(app: web.Application, collector: Collector) -> CollectorRegistry:
+def add_route(app: web.Application, collector: Collector) -> None:
     """GET /metrics on `app`: this collector and the process's own (CPU, memory, files),
-    in a registry of their own; returns it (tests read it directly)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
-    ProcessCollector(registry=registry)
+    in a registry of their own, made at the first scrape."""
+    registry = None
 
     async def metrics(request: web.Request) -> web.Response:
+        nonlocal registry
+        from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(collector)  # type: ignore[arg-type]
+            ProcessCollector(registry=registry)
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
 
     app.router.add_get("/metrics", metrics)
-    return registry

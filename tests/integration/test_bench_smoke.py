@@ -1,5 +1,6 @@
-"""bench/ still runs: `python -m bench --smoke` writes real figures under DESIGN.md's keys,
-and bench/watchers.py gives sane figures for small numbers (never a timing threshold)."""
+"""bench/ still runs: `python -m bench --smoke` writes real figures, every raw run and issue
+15's table, and bench/watchers.py gives sane figures for small numbers (never a timing
+threshold)."""
 
 from __future__ import annotations
 
@@ -21,36 +22,70 @@ def run_bench(*args: str) -> str:
 
 
 def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, record_figure):
-    run_bench("bench", "--smoke", "--out", str(tmp_path))
+    stdout = run_bench("bench", "--smoke", "--out", str(tmp_path))
     (path,) = tmp_path.glob("*.json")
     assert path.with_suffix(".png").stat().st_size > 0
     results = json.loads(path.read_text())
-    assert set(results) == {"machine", "storm", "propagation", "messaging", "memory"}
+    assert set(results) == {
+        "machine",
+        "plan",
+        "seconds",
+        "section_seconds",
+        "storm",
+        "propagation",
+        "messaging",
+        "memory",
+        "one_join",
+        "table",
+    }
     assert results["machine"]["cpus"] >= 1 and results["machine"]["packages"]["uvloop"]
+    assert results["plan"]["repeats"] == 1 and results["seconds"] > 0
 
     storm = results["storm"]
     assert {e["mode"] for e in storm} == {"delta", "naive"}
     for entry in storm:
         assert entry["completed"], entry
-        assert entry["seconds"] > 0 and entry["peak_rss_mb"] > 0
+        assert entry["seconds"] > 0 and entry["peak_rss_mb"] > 0 and entry["round"] == 1
         # every client holds a snapshot or a delta for each member: at least n^2 records
         assert entry["bytes_sent"] > entry["n"] ** 2 * 50, entry
     by = {(e["mode"], e["n"]): e["bytes_sent"] for e in storm}
-    assert by[("naive", 50)] > 5 * by[("delta", 50)]  # the full list to everyone costs more
+    # the full list to everyone costs more; how much depends on how many joins share a
+    # flush (timing: 5x to 16x seen at n=50), so the bound is loose
+    assert by[("naive", 50)] > 2 * by[("delta", 50)]
 
-    for kind in ("join", "leave", "crash"):
-        figures = results["propagation"][kind]
-        assert figures["n"] == 50 and figures["trials"] == 3
-        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    # the distributor and its yardstick, the bare broadcaster, each heard by all the others
+    assert set(results["propagation"]) == {"distributor", "broadcaster"}
+    for server, (run,) in results["propagation"].items():
+        for kind in ("join", "leave", "crash"):
+            figures = run[kind]
+            assert figures["server"] == server and figures["n"] == 50 and figures["trials"] == 3
+            assert figures["samples"] == 3 * 49
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"]
 
-    messaging = results["messaging"]
-    for path_name in ("bare_echo", "mesh", "asyncio_mesh"):
-        figures = messaging[path_name]
-        assert figures["rps"] > 0 and 0 < figures["p50_us"] <= figures["p99_us"]
-    assert messaging["ratio"] > 0 and messaging["loop"] == "uvloop"
-
-    memory = results["memory"]
+    (messaging,) = results["messaging"]
+    assert messaging["ratio"] > 0
+    (memory,) = results["memory"]
     assert 5 < memory["idle_node_mb"] < memory["node_100_peers_mb"]
+    one_join = results["one_join"]
+    assert one_join["completed"], one_join
+    assert one_join["n"] == 50 and len(one_join["trials_ms"]) == results["plan"]["one_join_trials"]
+
+    # issue 15's table: every row, each with its one run's figure and, where it has one,
+    # a ratio to a yardstick of this run
+    table = {row["what"]: row for row in results["table"]}
+    assert len(table) == 9 and len(results["table"]) == 9
+    for row in table.values():
+        assert len(row["runs"]) >= 1 and row["min"] <= row["median"] <= row["max"], row
+        assert row["median"] > 0
+    for what in (
+        "storm N=50 (all hold all)",
+        "request rps, node to node / bare echo",
+        "request latency p50, one in flight",
+        "propagation to 49 clients, join p50",
+        "propagation to 49 clients, leave p50",
+    ):
+        assert table[what]["yardstick"] and table[what]["ratio"] > 0, table[what]
+    assert "issue 15" in stdout and "total" in stdout.splitlines()[-1]
     record_figure("bench smoke: storm n=50 (delta)", by[("delta", 50)], "bytes")
 
 

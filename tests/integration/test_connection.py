@@ -64,9 +64,10 @@ async def test_stop_while_a_link_is_closing_is_quiet_and_drops_the_socket() -> N
         loop.set_exception_handler(None)
 
 
-async def test_a_tls_handshake_that_ends_after_stop_is_not_served(tmp_path: Path) -> None:
-    """The TLS handshake runs before the listener sees a connection; one that ends after
-    stop() must not start a link (on the distributor: a registration after the goodbye)."""
+async def test_a_tls_handshake_under_way_at_stop_is_not_served(tmp_path: Path) -> None:
+    """A connection is the listener's from its accept, TLS handshake included: stop()
+    ends one still in it, so it never starts a link (on the distributor: a registration
+    after the goodbye)."""
     tls = Tls.from_env(make_ca(tmp_path, "member")["member"])
     assert tls is not None
     tuning = dataclasses.replace(TUNING, tls=tls)
@@ -82,18 +83,56 @@ async def test_a_tls_handshake_that_ends_after_stop_is_not_served(tmp_path: Path
         await asyncio.sleep(0.2)  # accepted: the listener's TLS waits for our ClientHello
         async with asyncio.timeout(5):
             await listener.stop()
-        async with asyncio.timeout(10):
-            reader, writer = await asyncio.open_connection(
-                sock=sock, ssl=tls.client, server_hostname=""
-            )
-        client = Link(reader, writer, tuning, LoopLag())
-        try:
-            with pytest.raises(LinkDown):
-                async with asyncio.timeout(10):
+        with pytest.raises((LinkDown, OSError)):  # the TLS handshake or ours fails
+            async with asyncio.timeout(10):
+                reader, writer = await asyncio.open_connection(
+                    sock=sock, ssl=tls.client, server_hostname=""
+                )
+                client = Link(reader, writer, tuning, LoopLag())
+                try:
                     await client.handshake(hello("a"), dialer=True)
-        finally:
-            client.abort()
+                finally:
+                    client.abort()
     assert served == []
+
+
+async def test_a_burst_of_dials_is_all_accepted_served_and_awaited_by_stop() -> None:
+    """Every pending connection is accepted per readiness; stop() ends and awaits them all."""
+    burst = 300
+    served: set[str] = set()
+    ended: list[str] = []
+    all_served = asyncio.Event()
+
+    async def serve(_link: Link, peer: Hello) -> None:
+        served.add(peer.name)
+        if len(served) == burst:
+            all_served.set()
+        try:
+            await asyncio.Event().wait()  # served until stop() cancels it
+        finally:
+            await asyncio.sleep(0.01)  # a cleanup that itself awaits
+            ended.append(peer.name)
+
+    # the dials share this loop with the listener: the timeouts are not what is tested
+    tuning = dataclasses.replace(TUNING, connect_timeout=30.0, handshake_timeout=30.0)
+    listener = Listener(tuning, LoopLag(), lambda: hello("b"), serve)
+    port = await listener.start("127.0.0.1", 0)
+
+    async def dial(i: int) -> Link:
+        link = await open_link("127.0.0.1", port, tuning, LoopLag())
+        await link.handshake(hello(f"n{i}"), dialer=True)
+        return link
+
+    async with asyncio.timeout(60):
+        clients = await asyncio.gather(*(dial(i) for i in range(burst)))
+        await all_served.wait()
+    try:
+        async with asyncio.timeout(10):
+            await listener.stop()
+        assert sorted(ended) == sorted(served)
+    finally:
+        for client in clients:
+            client.abort()
 
 
 @contextlib.asynccontextmanager

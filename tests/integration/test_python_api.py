@@ -71,3 +71,46 @@ async def test_add_service_and_request_by_service() -> None:
             assert await client.request(service="stock", method="count", body=[1, 2]) == 2
             # the provider calls itself by service too
             assert await shop.request(service="stock", method="count", body=[1]) == 1
+
+
+async def test_plain_and_async_handlers_answer_alike_over_a_link() -> None:
+    """A plain function is answered as its request is read, an async one in a task: the
+    caller sees the same results, and the same errors (raised, not JSON, over the cap)."""
+
+    def plain(body: Any, caller: Member) -> Any:
+        if body == "raise":
+            raise ValueError("plain says no")
+        return {"plain": body} if body != "set" else {1, 2}
+
+    async def later(body: Any, caller: Member) -> Any:
+        await asyncio.sleep(0)
+        if body == "raise":
+            raise ValueError("later says no")
+        return {"later": body} if body != "set" else {1, 2}
+
+    def big(body: Any, caller: Member) -> Any:
+        return "y" * (1024 * 1024)  # the frame cap: with the response around it, over
+
+    async with running("callee") as callee:
+        callee.handlers.add("plain", plain)
+        callee.handlers.add("later", later)
+        callee.handlers.add("big", big)
+        async with running("caller", "--seed", f"127.0.0.1:{callee.port}") as caller:
+            peers = caller.mesh.peers
+            await until(
+                "the link is up",
+                lambda: callee.id in peers and peers[callee.id].status.state == "connected",
+            )
+            for method in ("plain", "later"):
+                assert await caller.request(callee.id, method, [1]) == {method: [1]}
+                with pytest.raises(RequestFailed, match=f"handler raised ValueError: {method}"):
+                    await caller.request(callee.id, method, "raise")
+                with pytest.raises(RequestFailed, match="result is not JSON"):
+                    await caller.request(callee.id, method, "set")
+            with pytest.raises(RequestFailed, match="over the frame cap") as info:
+                await caller.request(callee.id, "big")
+            assert info.value.status == 502
+            handled = callee.stats.handled
+            assert handled["plain", "ok"] == handled["later", "ok"] == 1
+            assert handled["plain", "error"] == handled["later", "error"] == 2
+            assert handled["big", "error"] == 1

@@ -126,3 +126,20 @@ async def test_answer_maps_every_handler_failure_to_a_short_error() -> None:
     assert "over the frame cap" in (await handlers.answer("big", None, caller, 1000))[1]
     assert (await handlers.answer("big", None, caller, 4000)) == ("y" * 2000, None)
     assert "unknown method" in (await handlers.answer("nope", None, caller, 1000))[1]
+
+
+async def test_a_plain_function_is_a_handler_too() -> None:
+    """Answered at once (no task): start() gives its result, not an awaitable."""
+
+    def shout(body: Any, caller: Member) -> Any:
+        if body is None:
+            raise RequestFailed("nothing to shout")
+        return str(body).upper()
+
+    handlers = Handlers()
+    handlers.add("shout", shout)
+    assert handlers.start("shout", "hi", CALLER) == "HI"
+    assert await handlers.call("shout", "hi", CALLER) == "HI"
+    assert await handlers.answer("shout", "hi", CALLER, 100) == ("HI", None)
+    assert await handlers.answer("shout", None, CALLER, 100) == (None, "nothing to shout")
+    assert builtin_handlers().start("echo", [1], CALLER) == [1]
