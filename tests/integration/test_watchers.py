@@ -287,10 +287,15 @@ def test_watchers_follow_a_storm_of_joins_and_leaves(make_cluster, record_figure
         storm_done.set()
         storm_seconds = time.monotonic() - started
 
-        final, _ = get_members(port)
+        # every registration and every close is one event; nothing else happened. The
+        # distributor notices the last closes on its own time: wait for them, then no more
+        expected = THREADS * PER_THREAD + len(closed)
+        final = wait_for(
+            f"the distributor at version {expected}",
+            lambda: (members := get_members(port)[0])["version"] >= expected and members,
+        )
         final_ids = {m["id"] for m in final["members"]}
-        # every registration and every close is one event; nothing else happened
-        assert final["version"] == THREADS * PER_THREAD + len(closed)
+        assert final["version"] == expected
         assert len(final_ids) == THREADS * PER_THREAD - len(closed)
         blocking.target = events.target = final["version"]
         wait_for(
