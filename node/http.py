@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -15,21 +14,10 @@ from node.app import Node
 from node.errors import BadRequest, RequestFailed, RequestTooLarge
 from shared.http import json_response
 from shared.services import services_summary
-from shared.wire import LABEL, MAX_DEPTH, nests_too_deeply
+from shared.wire import LABEL, MAX_DEPTH, json_object, nests_too_deeply
 
 MAX_TIMEOUT = 300.0
 SELF_FIELDS = ("services", "tags", "meta", "draining")  # what PUT /v1/self may change
-
-
-def json_object(raw: bytes) -> dict[str, Any]:
-    """An HTTP body that must be one JSON object; BadRequest says what is wrong."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body must be a JSON object")
-    return doc
 
 
 class Call(NamedTuple):
@@ -44,7 +32,7 @@ class Call(NamedTuple):
 
 def parse_request(raw: bytes, default_timeout: float) -> Call:
     """A /v1/request body, checked; BadRequest says what is wrong."""
-    doc = json_object(raw)
+    doc = json_object(raw, "body", BadRequest)
     if nests_too_deeply(raw, doc):  # its request frame could not be written
         raise BadRequest(f"body nests deeper than {MAX_DEPTH} levels")
     to, service, method = doc.get("to"), doc.get("service"), doc.get("method")
@@ -103,7 +91,7 @@ def make_app(node: Node) -> web.Application:
         return json_response({"service": name, "members": node.providers(name)})
 
     async def put_self(request: web.Request) -> web.Response:
-        doc = json_object(await request.read())
+        doc = json_object(await request.read(), "body", BadRequest)
         unknown = sorted(set(doc) - set(SELF_FIELDS))
         if unknown:
             raise BadRequest(f"unknown field {unknown[0]!r}: give {', '.join(SELF_FIELDS)}")

@@ -768,14 +768,20 @@ def encode(message: Message, version: int = MIN_PROTOCOL_VERSION) -> bytes:
     return orjson.dumps(message.to_dict(version))
 
 
+def json_object(raw: bytes, what: str, error: type[Exception]) -> dict[str, Any]:
+    """`raw` as one JSON object (a frame's body, an HTTP body); `error` says what is wrong."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"{what} is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise error(f"{what} is not a JSON object")
+    return obj
+
+
 def decode(body: bytes) -> Message:
     """Parse and validate one frame body; every failure is a ProtocolError."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"frame is not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("frame is not a JSON object")
+    obj = json_object(body, "frame", ProtocolError)
     if nests_too_deeply(body, obj):
         raise ProtocolError(f"frame nests deeper than {MAX_DEPTH} levels")
     type_name = obj.get("type")
