@@ -235,7 +235,9 @@ class Stack:
     def containers(self, short: str) -> list:
         """The service's running containers (a stopping one included: it still runs)."""
         label = f"com.docker.swarm.service.name={self.service(short)}"
-        return self.client.containers.list(filters={"label": label, "status": "running"})
+        return self.client.containers.list(
+            filters={"label": label, "status": "running"}, ignore_removed=True
+        )
 
     def address(self, container) -> str:
         return container.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
@@ -507,7 +509,10 @@ def _remove_stack(client, name: str) -> None:
         left = [
             *(
                 f"container {c.name}"
-                for c in client.containers.list(all=True, filters={"label": label})
+                # ignore_removed: swarm removes containers while we list them
+                for c in client.containers.list(
+                    all=True, filters={"label": label}, ignore_removed=True
+                )
             ),
             *(f"network {n.name}" for n in client.networks.list(filters={"label": label})),
             *(f"service {s.name}" for s in client.services.list(filters={"label": label})),
@@ -516,7 +521,9 @@ def _remove_stack(client, name: str) -> None:
         if not left:
             return
         time.sleep(0.5)
-    for container in client.containers.list(all=True, filters={"label": label}):
+    for container in client.containers.list(
+        all=True, filters={"label": label}, ignore_removed=True
+    ):
         with suppress(docker.errors.APIError):
             container.remove(force=True)
     for network in client.networks.list(filters={"label": label}):
