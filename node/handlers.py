@@ -72,13 +72,9 @@ class Handlers:
         """What goes back to a caller: the handler's result, checked to be JSON of at most
         `max_result` bytes (as the mesh checks it when it encodes the response)."""
         try:
-            result = self.start(method, body, caller)
+            result = await self.call(method, body, caller)
         except Exception as exc:
             return None, failure(method, exc)
-        if inspect.isawaitable(result):
-            result, error = await self.finish(method, result)
-            if error is not None:
-                return None, error
         try:
             size = len(orjson.dumps(result))
         except TypeError as exc:
