@@ -16,7 +16,7 @@ from typing import Any
 import uvloop
 
 from bench.procs import program
-from bench.rawclient import RawClient, connect, heartbeats
+from bench.rawclient import Beats, RawClient, connect
 from harness.ports import free_port
 from harness.procs import status_mb
 
@@ -34,7 +34,8 @@ async def _with_peers(port: int, http_port: int, pid: int) -> float:
     loop = asyncio.get_running_loop()
     # "-" sorts before every hex digit: the node's uuid id is larger, so we are the dialers
     clients = [RawClient(i, expect=-1, prefix="-p") for i in range(PEERS)]
-    beats = asyncio.create_task(heartbeats(clients))
+    beats = Beats(clients)
+    beats.start()
     try:
         await asyncio.gather(*(connect(loop, c, port) for c in clients))
         async with asyncio.timeout(30):
@@ -44,10 +45,9 @@ async def _with_peers(port: int, http_port: int, pid: int) -> float:
         await asyncio.sleep(SETTLE)
         return status_mb(pid, "VmRSS")
     finally:
-        beats.cancel()
+        beats.stop()
         for client in clients:
             client.close()
-        await asyncio.gather(beats, return_exceptions=True)
 
 
 def _node(name: str) -> tuple[int, int, Any]:

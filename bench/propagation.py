@@ -18,7 +18,7 @@ import uvloop
 
 from bench import broadcaster
 from bench.procs import distributor
-from bench.rawclient import LEAVE, RawClient, connect, heartbeats
+from bench.rawclient import LEAVE, Beats, RawClient, connect
 from bench.stats import percentile
 from harness.ports import free_port
 
@@ -61,7 +61,8 @@ class _Room:
 
 async def _measure(port: int, n: int, trials: int) -> dict[str, list[float]]:
     room = _Room(port)
-    beats = asyncio.create_task(heartbeats(room.clients))
+    beats = Beats(room.clients)
+    beats.start()
     samples: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
     lasts: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
 
@@ -91,10 +92,9 @@ async def _measure(port: int, n: int, trials: int) -> dict[str, list[float]]:
                     record("join", started, times)
                 await asyncio.sleep(0.05)
     finally:
-        beats.cancel()
+        beats.stop()
         for client in room.clients:
             client.close()
-        await asyncio.gather(beats, return_exceptions=True)
     return {**samples, **{f"{kind}_last": values for kind, values in lasts.items()}}
 
 

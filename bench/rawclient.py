@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
+import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -86,13 +89,22 @@ class RawClient(asyncio.Protocol):
         self._pending = 0  # records in snapshot parts before the last one
         self.digest = hashlib.sha256()  # of the record lists received (module docstring)
         self._parts: Any = None  # the digest of a snapshot's parts so far (a hashlib hash)
+        # our own handle on the socket, for Beats' thread (closed before the transport is)
+        self._beat_socket: socket.socket | None = None
+        self._beat_lock = threading.Lock()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, so no isinstance here
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self._hello)
+        self.transport.write(self._hello)  # written at once: a fresh socket's buffer is empty
+        fileno = self.transport.get_extra_info("socket").fileno()
+        beat_socket = socket.socket(fileno=os.dup(fileno))
+        beat_socket.setblocking(False)
+        with self._beat_lock:
+            self._beat_socket = beat_socket
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._drop_beat_socket()
         self.closed = True
         self.answered.set()  # nobody waits for an answer that cannot come
         if self.done_at is None and self.error is None:
@@ -103,8 +115,24 @@ class RawClient(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self) -> None:
+        self._drop_beat_socket()  # else the socket would stay open after the transport's close
         if self.transport is not None:
             self.transport.close()
+
+    def beat(self) -> None:
+        """One heartbeat, from Beats' thread (we send nothing else after the hello)."""
+        with self._beat_lock:
+            if self._beat_socket is not None:
+                try:
+                    self._beat_socket.send(HEARTBEAT)
+                except OSError:  # the link is going: connection_lost follows
+                    pass
+
+    def _drop_beat_socket(self) -> None:
+        with self._beat_lock:
+            if self._beat_socket is not None:
+                self._beat_socket.close()
+                self._beat_socket = None
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -199,10 +227,27 @@ async def connect(
         client.answered.set()
 
 
-async def heartbeats(clients: list[RawClient], interval: float = 1.0) -> None:
-    """A beat on every open link each interval, so the distributor keeps them all."""
-    while True:
-        await asyncio.sleep(interval)
-        for client in clients:
-            if not client.closed:
-                client.send(HEARTBEAT)
+class Beats(threading.Thread):
+    """A heartbeat to every client each interval, from a thread of its own.
+
+    A worker runs thousands of clients in one loop, and in a storm one of its loop
+    iterations can take longer than the heartbeat timeout (libuv reads every ready
+    socket, again and again, before its timers run): beats from that loop would come
+    late, and the distributor would rightly drop the links. A real node has a loop of
+    its own. `clients` may grow while it runs.
+    """
+
+    def __init__(self, clients: list[RawClient], interval: float = 1.0) -> None:
+        super().__init__(daemon=True, name="beats")
+        self._clients = clients
+        self._interval = interval
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            for client in list(self._clients):
+                client.beat()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()

@@ -25,7 +25,7 @@ import orjson
 import uvloop
 
 from bench.procs import distributor
-from bench.rawclient import RawClient, connect, heartbeats, records_digest
+from bench.rawclient import Beats, RawClient, connect, records_digest
 from harness.ports import free_port
 from harness.procs import cpu_seconds, raise_nofile, status_mb
 
@@ -51,10 +51,12 @@ async def _run_worker(
     conn.send("ready")
     start = await loop.run_in_executor(None, conn.recv)  # the shared instant to start at
     await asyncio.sleep(max(0.0, start - time.monotonic()))
-    beats = asyncio.create_task(heartbeats(clients))
+    beats = Beats(clients)
+    beats.start()
+    lag = asyncio.create_task(_sample_lag(stalls := [0.0]))
     dials = [asyncio.create_task(connect(loop, client, port)) for client in clients]
     while True:
-        conn.send(await _phase(clients, start + budget))
+        conn.send({**await _phase(clients, start + budget), "lag_max_s": stalls[0]})
         command = await loop.run_in_executor(None, conn.recv)
         if command == "stop":
             break
@@ -62,13 +64,24 @@ async def _run_worker(
             client.expect, client.done_at = command, None
         conn.send("expecting")
         start = time.monotonic()
-    beats.cancel()
+        stalls[0] = 0.0
+    beats.stop()
+    lag.cancel()
     for dial in dials:
         dial.cancel()
     for client in clients:
         client.close()
-    await asyncio.gather(beats, *dials, return_exceptions=True)
+    await asyncio.gather(lag, *dials, return_exceptions=True)
     await asyncio.sleep(0.1)  # let the closes go out
+
+
+async def _sample_lag(stalls: list[float], interval: float = 0.1) -> None:
+    """The longest this worker's loop ran late in a phase, in stalls[0]: a worker late by
+    a heartbeat timeout starves its own links' beats, and the distributor rightly drops them."""
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(interval)
+        stalls[0] = max(stalls[0], time.monotonic() - before - interval)
 
 
 async def _phase(clients: list[RawClient], deadline: float) -> dict[str, Any]:
@@ -196,6 +209,7 @@ def run_point(
         # user+sys at the storm's end, to tell a slow distributor from a starved one
         "distributor_cpu_s": round(distributor_cpu, 2),
         "clients_cpu_s": round(sum(r["cpu"] for r in reports), 2),
+        "clients_lag_max_s": round(max(r["lag_max_s"] for r in reports), 2),
     }
     if not completed:
         errors = [r["error"] for r in reports if r["error"]]

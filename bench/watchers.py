@@ -32,7 +32,7 @@ import aiohttp
 import uvloop
 
 from bench.procs import distributor
-from bench.rawclient import RawClient, connect, heartbeats
+from bench.rawclient import Beats, RawClient, connect
 from bench.report import _table
 from bench.stats import percentile
 from harness.ports import free_port
@@ -139,7 +139,8 @@ async def _client(
 
         await loop.run_in_executor(None, conn.recv)  # go: the distributor has been read
         joiners: list[RawClient] = []
-        beats = asyncio.create_task(heartbeats(joiners))
+        beats = Beats(joiners)
+        beats.start()
         seconds: list[float] = []
         missed = 0
         for i in range(changes):
@@ -164,10 +165,10 @@ async def _client(
         )
 
         await loop.run_in_executor(None, conn.recv)  # the distributor is stopped
-        beats.cancel()
+        beats.stop()
         for task in watchers:
             task.cancel()
-        await asyncio.gather(beats, *watchers, return_exceptions=True)
+        await asyncio.gather(*watchers, return_exceptions=True)
         for joiner in joiners:
             joiner.close()
 

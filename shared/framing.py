@@ -12,10 +12,21 @@ from __future__ import annotations
 import collections
 import struct
 
-from shared.wire import MIN_PROTOCOL_VERSION, Deltas, FrameTooLarge, Message, decode, encode
+from shared.wire import (
+    MIN_PROTOCOL_VERSION,
+    Deltas,
+    FrameTooLarge,
+    Heartbeat,
+    Message,
+    decode,
+    encode,
+)
 
 DEFAULT_MAX_FRAME = 1024 * 1024
 _LENGTH = struct.Struct(">I")
+# an idle link is mostly these: one every heartbeat interval each way, each link
+_PLAIN_HEARTBEAT = Heartbeat()
+_PLAIN_HEARTBEAT_BODY = encode(_PLAIN_HEARTBEAT)
 
 
 def frame(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -70,6 +81,8 @@ class FrameDecoder:
         if self._start > 65536 and self._start * 2 > len(self._buffer):
             del self._buffer[: self._start]
             self._start = 0
+        if body == _PLAIN_HEARTBEAT_BODY:  # as decode() would read it, without parsing
+            return _PLAIN_HEARTBEAT
         message = decode(body)
         if isinstance(message, Deltas):
             self._deltas.extend(message.events)
