@@ -452,7 +452,7 @@ class Mesh:
             data = encode_frame(Request(request_id, method, body), self.tuning.max_frame)
         except FrameTooLarge as exc:
             raise RequestTooLarge(str(exc)) from None
-        if session.link.writer.is_closing():  # checked with no await before the send below
+        if session.link.is_closing():  # checked with no await before the send below
             raise NotSent(f"the link to {peer.member.name} is closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()

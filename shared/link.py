@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -40,31 +40,34 @@ READ_CHUNK = 64 * 1024
 CLOSE_GRACE = 0.5  # seconds to flush a closing link; shutdown must fit in 2 s
 
 
-def peer_label(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def peer_label(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return join_address(str(peer[0]), int(peer[1]))
     return "?"
 
 
-class Link:
-    """Frames over one stream; owns the stream and closes it."""
+class Link(asyncio.Protocol):
+    """Frames over one connection; owns it and closes it.
+
+    It is the connection's protocol, not a reader of a stream: while it serves, each
+    read's frames are decoded and handed over in the callback that received them (a
+    task woken for each read cost an idle link's heartbeats and every request twice).
+    Before that (the handshake, a registration's snapshot) receive() takes them one
+    by one; what arrives meanwhile is buffered, up to a frame and a read.
+    """
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         tuning: Tuning,
         lag: LoopLag,
-        logger: structlog.typing.FilteringBoundLogger | None = None,
         traffic: Traffic | None = None,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
         self.tuning = tuning
         self.lag = lag
-        self.remote = peer_label(writer)
-        self.log = logger or log.bind(peer=self.remote)
+        self.transport: asyncio.Transport | None = None  # set once connected
+        self.remote = "?"
+        self.log: structlog.typing.FilteringBoundLogger = log
         self.peer_version = PROTOCOL_VERSION
         self._decoder = FrameDecoder(tuning.max_frame)
         self._loop = asyncio.get_running_loop()
@@ -75,30 +78,87 @@ class Link:
         # a peer that stops reading must not make us buffer without bound: with more than
         # this left unread, the next write cuts it (so we hold this plus one burst at most)
         self._write_limit = 4 * tuning.max_frame + 64 * 1024
+        # what we buffer unread before serve(): a whole frame, and the read it came in
+        self._read_limit = tuning.max_frame + READ_CHUNK
+        self._reading_paused = False
         self._unknown_types: set[str] = set()
         # frames sent after the first in this loop iteration, written as one at its end:
         # a syscall costs more than a small frame (a burst of requests, responses, deltas)
         self._queued: list[bytes] | None = None
-        # True while serve() hands a message over: what is sent in reply is queued, and
-        # written once the frames of that read are all handled (before the next read waits)
+        # True while a read's frames are handed over: what is sent in reply is queued,
+        # and written once they are all handled
         self._dispatching = False
         # frames and bytes both ways, shared by the links of one kind (the metrics)
         self._traffic = Traffic() if traffic is None else traffic
-        # while serve() runs: the group that owns the link's tasks, and those tasks
+        # why the connection is gone, once it is (frames read before stay readable)
+        self._lost: LinkEnd | None = None
+        self._closed = self._loop.create_future()  # done when the connection is gone
+        self._waiter: asyncio.Future[None] | None = None  # a receive() waiting for bytes
+        self._drained: list[asyncio.Future[None]] = []  # send()s waiting for a drain
+        self._writing_paused = False
+        # while serve() runs: who takes the frames, and the end it returns
+        self._on_message: Callable[[Message], None] | None = None
+        self._served: asyncio.Future[LinkEnd] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # while a read waits: its deadline (loop time, asked when the watchdog fires)
-        self._deadline: Callable[[], float] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._beats: asyncio.TimerHandle | None = None  # the next heartbeat, while serving
+        self._watchdog: asyncio.TimerHandle | None = None  # the peer's silence deadline
+        self._beats: asyncio.TimerHandle | None = None  # the next heartbeat
 
     @property
     def local_host(self) -> str | None:
         """Our own address on this connection (the route the peer sees us by)."""
-        sockname = self.writer.get_extra_info("sockname")
+        sockname = self.transport.get_extra_info("sockname") if self.transport else None
         return str(sockname[0]) if isinstance(sockname, tuple) else None
 
+    # -- the protocol's callbacks ---------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, so no isinstance here
+        self.transport = cast(asyncio.Transport, transport)
+        self.remote = peer_label(transport)
+        self.log = log.bind(peer=self.remote)
+
+    def data_received(self, data: bytes) -> None:
+        self._traffic.bytes_received += len(data)
+        self._decoder.feed(data)
+        if self._on_message is not None:
+            self._dispatch()
+            return
+        if self._decoder.buffered > self._read_limit and not self._reading_paused:
+            self._reading_paused = True  # receive() or serve() reads on
+            assert self.transport is not None  # we are its protocol
+            self.transport.pause_reading()
+        _wake(self._waiter)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        detail = f"read failed: {exc!r}" if exc else "connection closed by peer"
+        self._lost = LinkEnd(EndReason.CLOSED, detail)
+        self._unwatch()
+        _wake(self._waiter)
+        self._wake_drained()
+        _wake(self._closed)
+        if self._on_message is not None:
+            self._end(self._lost)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        drained, self._drained = self._drained, []
+        for waiter in drained:
+            _wake(waiter)
+
     # -- writing -------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
     def send_nowait(self, data: Message | bytes, frames: int = 1) -> None:
         """Queue one frame (or pre-encoded frame bytes, `frames` of them) without waiting.
@@ -108,7 +168,7 @@ class Link:
         Replies to what serve() hands over go out together once the frames of that read
         are all handled.
         """
-        if self.writer.is_closing():
+        if self.is_closing():
             return
         if isinstance(data, Message):  # in the form the peer's version reads
             data = encode_frame(data, self.tuning.max_frame, self.peer_version)
@@ -116,7 +176,7 @@ class Link:
         if self._queued is not None:
             self._queued.append(data)
             return
-        if self._dispatching:  # _receive flushes them before it waits: no callback needed
+        if self._dispatching:  # _dispatch flushes them when the read is handled
             self._queued = [data]
             return
         self._queued = []
@@ -125,17 +185,19 @@ class Link:
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, None
-        if queued and not self.writer.is_closing():
+        if queued and not self.is_closing():
             self._write(b"".join(queued))
 
     def _write(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None  # is_closing() said so
         # Judged by what the peer left of earlier writes, not by this one: a burst (one
         # loop iteration's frames) over the limit is no sign of a peer that stopped reading.
-        if self.writer.transport.get_write_buffer_size() > self._write_limit:
+        if transport.get_write_buffer_size() > self._write_limit:
             self.log.warning("link_aborted", why="peer is not reading its frames")
-            self.writer.transport.abort()
+            transport.abort()
             return
-        self.writer.write(data)
+        transport.write(data)
         self._traffic.bytes_sent += len(data)
 
     async def send(self, data: Message | bytes, deadline: float | None = None) -> None:
@@ -145,46 +207,40 @@ class Link:
         long is as good as dead), or until the loop time `deadline`, then TimeoutError.
         """
         self.send_nowait(data)
-        # Only a backlog is waited for: the usual frame is taken at once, and a timeout
-        # armed for nothing would cost every request and response on the link.
-        if self.writer.transport.get_write_buffer_size():
+        # Only a backlog over the transport's high-water mark is waited for: the usual
+        # frame is taken at once, and a timeout armed for nothing would cost every request.
+        if self._writing_paused and self._lost is None:
             dead = self._loop.time() + self.tuning.heartbeat_timeout
             try:
                 async with asyncio.timeout_at(dead if deadline is None else min(deadline, dead)):
-                    await self.writer.drain()
-            except OSError as exc:  # TimeoutError is one
-                if isinstance(exc, TimeoutError) and deadline is not None and deadline < dead:
+                    while self._writing_paused and self._lost is None:
+                        drained = self._loop.create_future()
+                        self._drained.append(drained)
+                        await drained
+            except TimeoutError:
+                if deadline is not None and deadline < dead:
                     raise  # the caller's deadline, not the link's end
-                raise LinkDown(LinkEnd(EndReason.CLOSED, f"send failed: {exc!r}")) from None
-        if self.writer.is_closing():
-            raise LinkDown(LinkEnd(EndReason.CLOSED, "link is closed"))
+                raise LinkDown(LinkEnd(EndReason.CLOSED, "send failed: timed out")) from None
+        if self.is_closing():
+            raise LinkDown(self._lost or LinkEnd(EndReason.CLOSED, "link is closed"))
 
     def _beat(self) -> None:
         # A timer, not a task: at 10,000 links a task's sleep and wake-up per beat was
         # most of an idle distributor's CPU, beside the write itself.
-        if self.writer.is_closing():
+        if self.is_closing():
             self._beats = None
             return
         # bytes still queued for the peer will reach it (a storm's deltas, a snapshot):
         # it hears from us without a beat, which would only wait behind them
-        if not self.writer.transport.get_write_buffer_size():
+        assert self.transport is not None  # is_closing() said so
+        if not self.transport.get_write_buffer_size():
             self.send_nowait(self.heartbeat())
         self._beats = self._loop.call_later(self.tuning.heartbeat_interval, self._beat)
 
     # -- reading -------------------------------------------------------------
 
-    async def receive(self, deadline: float) -> Message:
-        """The next message, waiting until the loop time `deadline` at most.
-
-        Every failure is mapped here, once, to a LinkDown with its reason.
-        """
-        return await self._receive(lambda: deadline)
-
-    async def receive_alive(self) -> Message:
-        """The next message, or LinkDown after heartbeat silence (plus our own lag)."""
-        return await self._receive(self._silence_deadline)
-
-    async def _receive(self, deadline: Callable[[], float]) -> Message:
+    def _next(self) -> Message | None:
+        """The next whole message read, or None; LinkDown (protocol) on bad input."""
         while True:
             try:
                 message = self._decoder.next_message()
@@ -200,44 +256,77 @@ class Link:
             if message is not None:
                 self.last_received = self._loop.time()
                 self._traffic.frames_received += 1
-                return message
-            if self._queued:
-                self._flush()
-            self._deadline = deadline
-            self._watch(deadline())
+            return message
+
+    async def receive(self, deadline: float) -> Message:
+        """The next message, waiting until the loop time `deadline` at most (before serve()).
+
+        Every failure is mapped here, once, to a LinkDown with its reason.
+        """
+        while (message := self._next()) is None:
+            if self._lost is not None:
+                raise LinkDown(self._lost)
+            self._read_on()
+            self._waiter = self._loop.create_future()
             try:
-                data = await self.reader.read(READ_CHUNK)
-            except OSError as exc:
-                raise LinkDown(LinkEnd(EndReason.CLOSED, f"read failed: {exc!r}")) from None
+                async with asyncio.timeout_at(deadline):
+                    await self._waiter
+            except TimeoutError:
+                raise LinkDown(LinkEnd(EndReason.TIMEOUT, "no frame within the timeout")) from None
             finally:
-                self._deadline = None
-            if not data:
-                raise LinkDown(LinkEnd(EndReason.CLOSED, "connection closed by peer"))
-            self._traffic.bytes_received += len(data)
-            self._decoder.feed(data)
+                self._waiter = None
+        return message
 
-    # One timer per link for the deadline of its reads, not one per read (asyncio.timeout
-    # costs a timer and a cancellation each time, and reads come one a frame when idle):
-    # it is moved only to fire earlier, and when it fires late for a deadline that moved
-    # on (the peer spoke, or we stalled), it is armed again for that.
+    def _read_on(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
-    def _watch(self, deadline: float) -> None:
-        if self._watchdog is None or deadline < self._watchdog.when():
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-            self._watchdog = self._loop.call_at(deadline, self._on_watchdog)
+    def _dispatch(self) -> None:
+        """Hand over every whole message read, until the link's end; then write the
+        replies they made, together."""
+        assert self._on_message is not None and self._served is not None
+        self._dispatching = True
+        try:
+            while not self._served.done():
+                message = self._next()
+                if message is None:
+                    break
+                if isinstance(message, Leave):
+                    self._end(LinkEnd(EndReason.LEAVE, "peer said goodbye"))
+                elif isinstance(message, Error):  # said before the peer closes: end here
+                    self.log.warning("peer_error", code=message.code, message=message.message)
+                    self._end(refused(message).end)
+                else:
+                    self._on_message(message)  # heartbeats too: between peers they carry a digest
+        except LinkDown as exc:
+            self._end(exc.end)
+        except ProtocolError as exc:  # a handler rejected what the peer sent
+            self._end(LinkEnd(EndReason.PROTOCOL, str(exc)))
+        except Exception as exc:  # a bug of ours: serve() raises it, as a task would
+            if not self._served.done():
+                self._served.set_exception(exc)
+        finally:
+            self._dispatching = False
+        if self._queued:
+            self._flush()
+
+    def _end(self, end: LinkEnd) -> None:
+        if self._served is not None and not self._served.done():
+            self._served.set_result(end)
+
+    # The peer's silence deadline: one timer a link, moved on only when it fires (a
+    # frame's arrival just notes the time), so an idle link costs a timer a timeout.
+
+    def _watch(self) -> None:
+        self._watchdog = self._loop.call_at(self._silence_deadline(), self._on_watchdog)
 
     def _on_watchdog(self) -> None:
-        self._watchdog = None
-        if self._deadline is None:  # no read waits: the next one arms it again
-            return
-        deadline = self._deadline()
-        if self._loop.time() < deadline:
-            self._watch(deadline)
-        else:  # the waiting read raises it (and so would any later one: the link is done)
-            self.reader.set_exception(
-                LinkDown(LinkEnd(EndReason.TIMEOUT, "no frame within the timeout"))
-            )
+        if self._loop.time() < self._silence_deadline():
+            self._watch()  # the peer spoke, or we stalled, since it was armed
+        else:
+            self._watchdog = None
+            self._end(LinkEnd(EndReason.TIMEOUT, "no frame within the timeout"))
 
     def _unwatch(self) -> None:
         if self._watchdog is not None:
@@ -276,16 +365,27 @@ class Link:
     async def serve(self, on_message: Callable[[Message], None]) -> LinkEnd:
         """Heartbeats out, messages in, until the link ends; returns why it ended.
 
+        Messages are handed to `on_message` as they are read (those read before, too).
         Heartbeats go out on a timer; the link's tasks (whatever spawn() started on it,
-        such as answers to the peer's requests) live in one TaskGroup: when the link ends they
-        are cancelled and awaited before serve() returns.
+        such as answers to the peer's requests) live in one TaskGroup: when the link ends
+        they are cancelled and awaited before serve() returns.
         """
         async with asyncio.TaskGroup() as group:
             self._group = group
+            self._served = self._loop.create_future()
+            self._on_message = on_message
             self._beat()
+            self._watch()
             try:
-                return await self._receive_until_end(on_message)
+                self._dispatch()  # what came before serve()
+                if self._lost is not None:
+                    self._end(self._lost)
+                self._read_on()
+                return await self._served
             finally:
+                self._on_message = None
+                self._served = None
+                self._unwatch()
                 if self._beats is not None:
                     self._beats.cancel()
                     self._beats = None
@@ -303,37 +403,19 @@ class Link:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _receive_until_end(self, on_message: Callable[[Message], None]) -> LinkEnd:
-        try:
-            while True:
-                message = await self.receive_alive()
-                if isinstance(message, Leave):
-                    return LinkEnd(EndReason.LEAVE, "peer said goodbye")
-                if isinstance(message, Error):  # said before the peer closes: end here
-                    self.log.warning("peer_error", code=message.code, message=message.message)
-                    return refused(message).end
-                self._dispatching = True
-                try:
-                    on_message(message)  # heartbeats too: between peers they carry a digest
-                finally:
-                    self._dispatching = False
-        except LinkDown as exc:
-            return exc.end
-        except ProtocolError as exc:  # a handler rejected what the peer sent
-            return LinkEnd(EndReason.PROTOCOL, str(exc))
-
     async def close(self) -> None:
-        """Close the stream after flushing what is queued (a goodbye, say); safe to call twice.
-
-        A peer that does not read gets a short grace, then the socket is aborted.
+        """Close the connection after flushing what is queued (a goodbye, say); safe to
+        call twice. A peer that does not read gets a short grace, then it is aborted.
         """
         self._unwatch()
         self._flush()
-        self.writer.close()
+        if self.transport is None:
+            return
+        self.transport.close()
         try:
             async with asyncio.timeout(CLOSE_GRACE):
-                await self.writer.wait_closed()
-        except (OSError, TimeoutError):
+                await asyncio.shield(self._closed)
+        except TimeoutError:
             self.abort()
         except asyncio.CancelledError:
             self.abort()  # cancelled mid-grace: drop the socket now rather than leak it
@@ -341,7 +423,13 @@ class Link:
 
     def abort(self) -> None:
         self._unwatch()
-        self.writer.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 async def open_link(
@@ -352,17 +440,23 @@ async def open_link(
     The TCP connect has MESH_CONNECT_TIMEOUT (a dead container's address fails fast),
     a TLS handshake on top of it the longer handshake timeout.
     """
-    tls = tuning.tls
+    loop = asyncio.get_running_loop()
+    link = Link(tuning, lag, traffic)
     try:
         async with asyncio.timeout(tuning.connect_timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+            transport, _ = await loop.create_connection(lambda: link, host, port)
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a name IDNA refuses
         raise LinkDown(LinkEnd(EndReason.CLOSED, describe_error(exc))) from None
-    if tls is not None:
+    if tuning.tls is not None:
         try:
             async with asyncio.timeout(tuning.handshake_timeout):
-                await writer.start_tls(tls.client, server_hostname=host)
+                secured = await loop.start_tls(
+                    transport, link, tuning.tls.client, server_hostname=host
+                )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            writer.transport.abort()
+            transport.abort()
             raise LinkDown(LinkEnd(EndReason.CLOSED, describe_error(exc))) from None
-    return Link(reader, writer, tuning, lag, traffic=traffic)
+        if secured is None:  # the connection closed during the TLS handshake
+            raise LinkDown(LinkEnd(EndReason.CLOSED, "connection closed by peer"))
+        link.transport = secured  # start_tls does not tell the protocol its new transport
+    return link

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from shared.config import Tuning
-from shared.link import READ_CHUNK, Link
+from shared.link import Link
 from shared.linkend import LinkDown, LinkEnd
 from shared.looplag import LoopLag
 from shared.metrics import Refusals, Traffic
@@ -105,12 +105,10 @@ class Listener:
 
     async def _connection(self, sock: socket.socket) -> None:
         tls = self.tuning.tls
-        reader = asyncio.StreamReader(limit=READ_CHUNK)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        loop = asyncio.get_running_loop()
+        link = Link(self.tuning, self.lag, self.traffic)
         try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: link,
                 sock,
                 ssl=tls.server if tls else None,
                 ssl_handshake_timeout=self.tuning.handshake_timeout if tls else None,
@@ -119,13 +117,6 @@ class Listener:
             sock.close()  # a no-op when the transport took the socket and closed it
             log.info("tls_handshake_failed", error=repr(exc))
             return
-        link = Link(
-            reader,
-            asyncio.StreamWriter(transport, protocol, reader, loop),
-            self.tuning,
-            self.lag,
-            traffic=self.traffic,
-        )
         try:
             hello = await self._admit(link)
             if hello is not None:

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from shared.config import Tls, Tuning
+from shared.framing import encode_frame
 from shared.link import Link, open_link
 from shared.linkend import LinkDown
 from shared.listener import Listener
 from shared.looplag import LoopLag
-from shared.wire import Hello
+from shared.wire import Heartbeat, Hello
 from tests.integration.test_tls import make_ca
 
 TUNING = Tuning()
@@ -39,8 +40,9 @@ async def test_stop_while_a_link_is_closing_is_quiet_and_drops_the_socket() -> N
     closing = asyncio.Event()
 
     async def serve(link: Link, _hello: Hello) -> None:
-        # more than the socket buffers hold, so close() waits out its grace
-        link.writer.write(b"\0" * 32 * 1024 * 1024)
+        # more than the socket buffers and the client's read limit hold, so close()
+        # waits out its grace
+        link.send_nowait(encode_frame(Heartbeat()) * (32 * 1024 * 1024 // 24))
         closing.set()
 
     listener = Listener(TUNING, LoopLag(), lambda: hello("b"), serve)
@@ -56,9 +58,10 @@ async def test_stop_while_a_link_is_closing_is_quiet_and_drops_the_socket() -> N
         await asyncio.sleep(0.05)  # let the server's done-callbacks run
         assert reported == []
         # the server side was aborted, not left flushing: the client sees the end
-        async with asyncio.timeout(5):
-            while await client.reader.read(1 << 20):
-                pass
+        with pytest.raises(LinkDown) as ended:
+            while True:
+                await client.receive(loop.time() + 5)
+        assert ended.value.end.reason == "closed"
     finally:
         client.abort()
         loop.set_exception_handler(None)
@@ -85,10 +88,10 @@ async def test_a_tls_handshake_under_way_at_stop_is_not_served(tmp_path: Path) -
             await listener.stop()
         with pytest.raises((LinkDown, OSError)):  # the TLS handshake or ours fails
             async with asyncio.timeout(10):
-                reader, writer = await asyncio.open_connection(
-                    sock=sock, ssl=tls.client, server_hostname=""
+                client = Link(tuning, LoopLag())
+                await asyncio.get_running_loop().create_connection(
+                    lambda: client, sock=sock, ssl=tls.client, server_hostname=""
                 )
-                client = Link(reader, writer, tuning, LoopLag())
                 try:
                     await client.handshake(hello("a"), dialer=True)
                 finally:
@@ -161,8 +164,8 @@ async def link_to_a_peer(tuning: Tuning, *, reads: bool) -> AsyncIterator[tuple[
     dialing.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     dialing.setblocking(False)
     await loop.sock_connect(dialing, listening.getsockname())
-    reader, writer = await asyncio.open_connection(sock=dialing)
-    link = Link(reader, writer, tuning, LoopLag())
+    link = Link(tuning, LoopLag())
+    await loop.create_connection(lambda: link, sock=dialing)
     try:
         yield link, received
     finally:
@@ -186,7 +189,7 @@ async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the
         await asyncio.sleep(0)  # a new loop iteration: the next frame is written, not queued
         with pytest.raises(TimeoutError):  # the deadline's end: not a LinkDown
             await link.send(b"x" * 1_000_000, deadline=loop.time() + 0.2)  # over the buffers
-        assert not link.writer.is_closing()
+        assert not link.is_closing()
         with pytest.raises(LinkDown):
             async with asyncio.timeout(10):
                 await link.send(b"x")
@@ -200,10 +203,11 @@ async def test_a_peer_that_does_not_read_is_cut_before_our_buffer_grows_past_the
         for _ in range(200):  # 13 MB, far over the limit
             link.send_nowait(chunk)
             await asyncio.sleep(0)
-            if link.writer.is_closing():
+            if link.is_closing():
                 break
-            largest = max(largest, link.writer.transport.get_write_buffer_size())
-        assert link.writer.is_closing()
+            assert link.transport is not None
+            largest = max(largest, link.transport.get_write_buffer_size())
+        assert link.is_closing()
         assert largest <= limit + len(chunk)
 
 
@@ -216,9 +220,9 @@ async def test_a_burst_over_the_write_limit_to_a_peer_that_reads_is_not_cut() ->
             link.send_nowait(frame)
         async with asyncio.timeout(20):
             # polled: two conditions, one of them a transport's state with no event
-            while len(received) < 6 * len(frame) and not link.writer.is_closing():  # noqa: ASYNC110
+            while len(received) < 6 * len(frame) and not link.is_closing():  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-        assert not link.writer.is_closing()
+        assert not link.is_closing()
         assert len(received) == 6 * len(frame)
 
 
@@ -239,9 +243,8 @@ async def test_a_stall_that_ended_before_the_last_frame_does_not_delay_a_silent_
     sampler = asyncio.create_task(lag.run())
     try:
         async with asyncio.timeout(30):
-            with pytest.raises(LinkDown) as caught:
-                await link.receive_alive()
-        assert caught.value.end.reason == "timeout"
+            end = await link.serve(lambda _message: None)
+        assert end.reason == "timeout"
     finally:
         sampler.cancel()
         link.abort()

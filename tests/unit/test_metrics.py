@@ -85,19 +85,13 @@ def test_loop_lag_ticks_fill_the_lag_histogram() -> None:
 
 
 class FakeTransport:
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def abort(self) -> None:
-        pass
-
-
-class FakeWriter:
-    """What Link uses of a StreamWriter: written bytes are kept."""
+    """What Link uses of a transport: written bytes are kept."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
-        self.transport = FakeTransport()
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
     def is_closing(self) -> bool:
         return False
@@ -108,21 +102,24 @@ class FakeWriter:
     def get_extra_info(self, name: str) -> Any:
         return None
 
+    def abort(self) -> None:
+        pass
+
 
 async def test_a_link_counts_frames_and_bytes_both_ways() -> None:
     traffic = Traffic()
-    reader = asyncio.StreamReader()
-    writer = FakeWriter()
-    link = Link(reader, writer, Tuning(), LoopLag(), traffic=traffic)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    link = Link(Tuning(), LoopLag(), traffic=traffic)
+    link.connection_made(transport)  # type: ignore[arg-type]
     beat = encode_frame(Heartbeat())
     link.send_nowait(Heartbeat())  # written at once
     link.send_nowait(beat * 3, 3)  # pre-encoded bytes holding three frames: queued
     assert (traffic.frames_sent, traffic.bytes_sent) == (4, len(beat))
     await asyncio.sleep(0)  # the end of the loop iteration: one write for what was queued
-    assert len(writer.written) == 2
+    assert len(transport.written) == 2
     assert (traffic.frames_sent, traffic.bytes_sent) == (4, 4 * len(beat))
 
-    reader.feed_data(beat * 2)  # two frames in one read
+    link.data_received(beat * 2)  # two frames in one read
     for _ in range(2):
         assert isinstance(await link.receive(asyncio.get_running_loop().time() + 5), Heartbeat)
     assert (traffic.frames_received, traffic.bytes_received) == (2, 2 * len(beat))
