@@ -13,12 +13,15 @@ import functools
 from distributor.__main__ import parse, serve
 from distributor.server import DistributorServer
 from shared.program import run_program
-from shared.wire import Message
+from shared.wire import Delta
 
 
 class NaiveServer(DistributorServer):
-    def _broadcast(self, message: Message) -> None:
-        self._queue(self._snapshot())  # the whole list in place of the delta
+    def _broadcast(self, delta: Delta) -> None:
+        """As the real server's, but the whole list goes out in place of the delta."""
+        self._queue(self._snapshot())
+        self.stats.events[delta.TYPE] += 1
+        self._on_change()  # watchers (blocking queries, event streams) wake as they would
 
 
 if __name__ == "__main__":

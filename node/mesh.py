@@ -179,7 +179,9 @@ class Mesh:
             log.info("peer_dropped", peer_id=peer.member.id, peer_name=peer.member.name)
             dialer = self._dialers.pop(peer.member.id, None)
             if dialer is not None and dialer is not asyncio.current_task():
-                dialer.cancel()  # its own dialer ends by itself once the link is closed
+                # (a change its own link's frame brought arrives from no task: the
+                # dialer serving that link is cancelled too, and ends as it would)
+                dialer.cancel()
             if peer.session is not None:
                 peer.session.link.abort()  # its serving task ends it and cleans up
 

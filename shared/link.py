@@ -78,7 +78,8 @@ class Link(asyncio.Protocol):
         # a peer that stops reading must not make us buffer without bound: with more than
         # this left unread, the next write cuts it (so we hold this plus one burst at most)
         self._write_limit = 4 * tuning.max_frame + 64 * 1024
-        # what we buffer unread before serve(): a whole frame, and the read it came in
+        # what we buffer unread before serve(): a whole frame and a read (reads can be
+        # larger than READ_CHUNK: the loop's own size, 256 KiB, so that much more at most)
         self._read_limit = tuning.max_frame + READ_CHUNK
         self._reading_paused = False
         self._unknown_types: set[str] = set()
@@ -131,11 +132,19 @@ class Link(asyncio.Protocol):
         _wake(self._waiter)
 
     def eof_received(self) -> bool:
-        return False  # the transport closes: connection_lost follows
+        # The link ends now, as when a read returned nothing: connection_lost comes only
+        # once what we still have queued for the peer is flushed, and may never come.
+        self._lost = LinkEnd(EndReason.CLOSED, "connection closed by peer")
+        _wake(self._waiter)
+        self._wake_drained()
+        if self._on_message is not None:
+            self._end(self._lost)
+        return False  # the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
-        detail = f"read failed: {exc!r}" if exc else "connection closed by peer"
-        self._lost = LinkEnd(EndReason.CLOSED, detail)
+        if self._lost is None:  # else the peer's EOF came first
+            detail = f"read failed: {exc!r}" if exc else "connection closed by peer"
+            self._lost = LinkEnd(EndReason.CLOSED, detail)
         self._unwatch()
         _wake(self._waiter)
         self._wake_drained()
@@ -374,9 +383,9 @@ class Link(asyncio.Protocol):
             self._group = group
             self._served = self._loop.create_future()
             self._on_message = on_message
-            self._beat()
-            self._watch()
             try:
+                self._beat()
+                self._watch()
                 self._dispatch()  # what came before serve()
                 if self._lost is not None:
                     self._end(self._lost)
@@ -458,5 +467,5 @@ async def open_link(
             raise LinkDown(LinkEnd(EndReason.CLOSED, describe_error(exc))) from None
         if secured is None:  # the connection closed during the TLS handshake
             raise LinkDown(LinkEnd(EndReason.CLOSED, "connection closed by peer"))
-        link.transport = secured  # start_tls does not tell the protocol its new transport
+        link.connection_made(secured)  # start_tls does not tell the protocol its new transport
     return link
