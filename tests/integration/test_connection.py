@@ -139,9 +139,11 @@ async def test_a_burst_of_dials_is_all_accepted_served_and_awaited_by_stop() -> 
 
 
 @contextlib.asynccontextmanager
-async def link_to_a_peer(tuning: Tuning, *, reads: bool) -> AsyncIterator[tuple[Link, bytearray]]:
-    """A Link to a local peer with small socket buffers, and what that peer has read
-    (nothing, when it does not read)."""
+async def link_to_a_peer(
+    tuning: Tuning, *, reads: bool
+) -> AsyncIterator[tuple[Link, bytearray, asyncio.StreamWriter]]:
+    """A Link to a local peer with small socket buffers, what that peer has read
+    (nothing, when it does not read), and the peer's writer."""
     loop = asyncio.get_running_loop()
     received = bytearray()
     tasks: list[asyncio.Task[Any]] = []
@@ -167,7 +169,10 @@ async def link_to_a_peer(tuning: Tuning, *, reads: bool) -> AsyncIterator[tuple[
     link = Link(tuning, LoopLag())
     await loop.create_connection(lambda: link, sock=dialing)
     try:
-        yield link, received
+        async with asyncio.timeout(10):
+            while not writers:  # noqa: ASYNC110 (accepted by the server's own task)
+                await asyncio.sleep(0.01)
+        yield link, received, writers[0]
     finally:
         link.abort()
         for task in tasks:
@@ -184,7 +189,7 @@ async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the
     link stays) or, without one, a heartbeat timeout (LinkDown)."""
     loop = asyncio.get_running_loop()
     tuning = dataclasses.replace(TUNING, heartbeat_timeout=1.0)
-    async with link_to_a_peer(tuning, reads=False) as (link, _):
+    async with link_to_a_peer(tuning, reads=False) as (link, _, _):
         await link.send(b"x" * 16)  # nothing waiting: taken at once
         await asyncio.sleep(0)  # a new loop iteration: the next frame is written, not queued
         with pytest.raises(TimeoutError):  # the deadline's end: not a LinkDown
@@ -198,7 +203,7 @@ async def test_a_send_to_a_peer_that_does_not_read_waits_for_the_deadline_or_the
 async def test_a_peer_that_does_not_read_is_cut_before_our_buffer_grows_past_the_limit() -> None:
     chunk = b"x" * 65536
     limit = 4 * TUNING.max_frame + 64 * 1024  # what Link allows to wait unread
-    async with link_to_a_peer(TUNING, reads=False) as (link, _):
+    async with link_to_a_peer(TUNING, reads=False) as (link, _, _):
         largest = 0
         for _ in range(200):  # 13 MB, far over the limit
             link.send_nowait(chunk)
@@ -215,7 +220,7 @@ async def test_a_burst_over_the_write_limit_to_a_peer_that_reads_is_not_cut() ->
     """Frames queued in one loop iteration go out in one write; a burst of them bigger
     than the limit is not a peer that does not read."""
     frame = b"x" * TUNING.max_frame
-    async with link_to_a_peer(TUNING, reads=True) as (link, received):
+    async with link_to_a_peer(TUNING, reads=True) as (link, received, _):
         for _ in range(6):  # 6 MiB in one iteration, over the 4 MiB limit
             link.send_nowait(frame)
         async with asyncio.timeout(20):
@@ -281,3 +286,39 @@ async def test_a_dial_that_gets_no_answer_fails_at_the_connect_timeout() -> None
         for sock in held:
             sock.close()
         silent.close()
+
+
+async def backed_up(link: Link) -> None:
+    """Queue more than the socket buffers hold (under the write limit, so not cut)."""
+    beat = encode_frame(Heartbeat())
+    link.send_nowait(beat * (2 * 1024 * 1024 // len(beat)))
+    await asyncio.sleep(0.1)
+    assert link.transport is not None and link.transport.get_write_buffer_size() > 0
+
+
+# A peer's EOF ends a Link at once, as closed, even with writes to it backed up: a
+# transport that still holds unsent bytes calls connection_lost() only once they are
+# flushed, which a peer that no longer reads never lets happen. Short, so that a wrong
+# end (a timeout) comes quickly.
+EOF_TUNING = dataclasses.replace(TUNING, heartbeat_timeout=2.0)
+
+
+async def test_an_eof_ends_a_serving_link_as_closed_even_with_writes_backed_up() -> None:
+    async with link_to_a_peer(EOF_TUNING, reads=False) as (link, _, peer):
+        await backed_up(link)
+        peer.write_eof()  # the peer is done: EOF
+        async with asyncio.timeout(10):
+            end = await link.serve(lambda _message: None)
+        # not a timeout after heartbeat_timeout
+        assert (end.reason, end.detail) == ("closed", "connection closed by peer")
+
+
+async def test_an_eof_ends_a_receive_before_serve_as_closed_even_with_writes_backed_up() -> None:
+    loop = asyncio.get_running_loop()
+    async with link_to_a_peer(EOF_TUNING, reads=False) as (link, _, peer):
+        await backed_up(link)
+        peer.write_eof()
+        with pytest.raises(LinkDown) as ended:
+            await link.receive(loop.time() + 2.0)
+        # not a timeout at the deadline, as if the peer had gone silent
+        assert ended.value.end.reason == "closed"
