@@ -134,21 +134,22 @@ class Link(asyncio.Protocol):
     def eof_received(self) -> bool:
         # The link ends now, as when a read returned nothing: connection_lost comes only
         # once what we still have queued for the peer is flushed, and may never come.
-        self._lost = LinkEnd(EndReason.CLOSED, "connection closed by peer")
-        _wake(self._waiter)
-        self._wake_drained()
-        if self._on_message is not None:
-            self._end(self._lost)
+        self._lose(LinkEnd(EndReason.CLOSED, "connection closed by peer"))
         return False  # the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost is None:  # else the peer's EOF came first
-            detail = f"read failed: {exc!r}" if exc else "connection closed by peer"
-            self._lost = LinkEnd(EndReason.CLOSED, detail)
         self._unwatch()
+        detail = f"read failed: {exc!r}" if exc else "connection closed by peer"
+        self._lose(LinkEnd(EndReason.CLOSED, detail))
+        _wake(self._closed)
+
+    def _lose(self, end: LinkEnd) -> None:
+        """The connection is gone, for `end` unless the peer's EOF came first: a waiting
+        receive() or send() wakes to it, and serve() ends with it."""
+        if self._lost is None:
+            self._lost = end
         _wake(self._waiter)
         self._wake_drained()
-        _wake(self._closed)
         if self._on_message is not None:
             self._end(self._lost)
 
