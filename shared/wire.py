@@ -19,9 +19,12 @@ import orjson
 # A version-1 peer ignores all of that (unknown fields and, from a newer peer, unknown types).
 # 3: member records as arrays (their fields by position, see Member.to_wire), and `deltas`:
 # consecutive member_joined/member_left in one frame. Sent only to a peer that speaks 3.
-PROTOCOL_VERSION = 3  # the version this code speaks
+# 4: records carry `instances` (services outside the node's process), tenth in the array.
+# A version-3 reader refuses an array of ten, so a version-3 peer gets records as objects,
+# whose unknown keys it ignores (and single member_joined frames, not `deltas`).
+PROTOCOL_VERSION = 4  # the version this code speaks
 MIN_PROTOCOL_VERSION = 1  # the oldest version it still accepts
-COMPACT_VERSION = 3  # from this version on, records travel as arrays and deltas in batches
+COMPACT_VERSION = 4  # from this version on, records travel as arrays and deltas in batches
 
 MAX_ID = 64
 MAX_NAME = 255
@@ -35,8 +38,16 @@ MAX_TAGS = 32
 MAX_META = 64
 MAX_META_VALUE = 512  # bytes of UTF-8
 MAX_RECORD = 8192  # one whole encoded member record
+MAX_INSTANCES = 32  # instances one node registers
+MAX_RECORD_WITH_INSTANCES = 32768  # a record that carries instances
+MAX_HOST = 253  # a host name (RFC 1035) or an IP address
+HEALTH = ("passing", "warning", "critical")  # best first, as Consul's check states
 # service names, tags and meta keys
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# an instance's service name is a DNS label, so that DNS can answer for it
+DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# an instance's id: unique on its agent, a path segment of /v1/agent/service/deregister/<id>
+INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # orjson reads JSON nested up to 1024 levels but writes only 254: a frame is refused past
 # that, so whatever we accept we can also send on (an echo's answer, an HTTP response)
 MAX_DEPTH = 254
@@ -165,6 +176,117 @@ def meta_pairs(values: Any) -> tuple[tuple[str, str], ...]:
     return tuple(values.items())
 
 
+def host_name(value: Any, what: str) -> str:
+    """A host to dial (a name or an IP address, no port); ValueError says what is wrong."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_HOST:
+        raise ValueError(f"{what} must be a host name or an IP address")
+    host = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if not host or any(c.isspace() or c in "/[]@?#" for c in host):
+        raise ValueError(f"{what} {value!r} is not a host name or an IP address")
+    try:
+        host.encode("idna")  # what the resolver will need: labels of 1..63 characters
+    except UnicodeError:
+        raise ValueError(f"{what} {value!r} has a host name no resolver accepts") from None
+    return host
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A service that runs outside any node's process, at an address and port, as its agent
+    (the node that registered it and checks it) announces it, with its health."""
+
+    id: str  # unique on its agent
+    service: str  # a DNS label
+    address: str  # a host name or an IP address
+    port: int
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+    health: str = "critical"  # HEALTH: Consul's default for a check not yet run
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: empty tags and meta left out."""
+        item: dict[str, Any] = {
+            "id": self.id,
+            "service": self.service,
+            "address": self.address,
+            "port": self.port,
+            "health": self.health,
+        }
+        if self.tags:
+            item["tags"] = list(self.tags)
+        if self.meta:
+            item["meta"] = dict(self.meta)
+        return item
+
+    def document(self) -> dict[str, Any]:
+        """As the HTTP API shows it: every field, always."""
+        return {
+            "id": self.id,
+            "service": self.service,
+            "address": self.address,
+            "port": self.port,
+            "tags": list(self.tags),
+            "meta": dict(self.meta),
+            "health": self.health,
+        }
+
+    @classmethod
+    def checked(
+        cls,
+        id: Any,
+        service: Any,
+        address: Any,
+        port: Any,
+        tags: Any = (),
+        meta: Any = None,
+        health: Any = "critical",
+    ) -> Instance:
+        """An instance from values of unknown type; ValueError names the field."""
+        if not isinstance(service, str) or not DNS_LABEL.fullmatch(service):
+            raise ValueError(f"service name {service!r} is not a DNS label ({DNS_LABEL.pattern})")
+        if not isinstance(id, str) or not INSTANCE_ID.fullmatch(id):
+            raise ValueError(f"instance id {id!r} does not match {INSTANCE_ID.pattern}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, got {port!r}")
+        if health not in HEALTH:
+            raise ValueError(f"health must be one of {', '.join(HEALTH)}")
+        return cls(
+            id,
+            service,
+            host_name(address, "address"),
+            port,
+            labels(tags, "tags", MAX_TAGS),
+            meta_pairs({} if meta is None else meta),
+            health,
+        )
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Instance:
+        if not isinstance(obj, dict):
+            raise ValueError("an instance must be an object")
+        return cls.checked(
+            obj.get("id"),
+            obj.get("service"),
+            obj.get("address"),
+            obj.get("port"),
+            obj.get("tags", ()),
+            obj.get("meta"),
+            obj.get("health"),
+        )
+
+
+def instance_list(values: Any) -> tuple[Instance, ...]:
+    """A record's instances, checked: at most MAX_INSTANCES, ids unique."""
+    if not isinstance(values, list):
+        raise ValueError("instances must be a list")
+    if len(values) > MAX_INSTANCES:
+        raise ValueError(f"at most {MAX_INSTANCES} instances, got {len(values)}")
+    instances = tuple(Instance.from_dict(item) for item in values)
+    if len({i.id for i in instances}) != len(instances):
+        raise ValueError("instances: an id is listed twice")
+    return instances
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One node as the mesh knows it: where to dial it, and what it offers.
@@ -182,6 +304,7 @@ class Member:
     tags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()  # a string map, in its given order
     draining: bool = False  # still a member, but routed requests avoid it
+    instances: tuple[Instance, ...] = ()  # services it registered that run outside it
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: the version-1 fields, then only what differs from the defaults
@@ -202,10 +325,12 @@ class Member:
             record["meta"] = dict(self.meta)
         if self.draining:
             record["draining"] = True
+        if self.instances:
+            record["instances"] = [i.to_dict() for i in self.instances]
         return record
 
     def to_array(self) -> list[Any]:
-        """The compact wire form (version 3): the fields by position, in RECORD_FIELDS order,
+        """The compact wire form (version 4): the fields by position, in RECORD_FIELDS order,
         without the trailing ones that hold their defaults (a storm sends N^2 of these)."""
         record: list[Any] = [
             self.id,
@@ -217,6 +342,7 @@ class Member:
             list(self.tags),
             dict(self.meta),
             self.draining,
+            [i.to_dict() for i in self.instances],
         ]
         size = len(record)
         while size > 4 and record[size - 1] == _DEFAULTS[size - 1]:
@@ -240,6 +366,7 @@ class Member:
             "tags": list(self.tags),
             "meta": dict(self.meta),
             "draining": self.draining,
+            "instances": [i.document() for i in self.instances],
         }
 
     def provides(self, service: str) -> bool:
@@ -278,6 +405,7 @@ class Member:
                 tags=labels(obj.get("tags", ()), "tags", MAX_TAGS),
                 meta=meta_pairs(obj.get("meta", {})),
                 draining=_flag(obj, "draining", default=False),
+                instances=instance_list(obj.get("instances", [])),
             )
         except ValueError as exc:
             raise ProtocolError(f"member {member.name!r}: {exc}") from None
@@ -296,16 +424,19 @@ RECORD_FIELDS = (
     "tags",
     "meta",
     "draining",
+    "instances",  # version 4
 )
-_DEFAULTS: tuple[Any, ...] = (None, None, None, None, None, [], [], {}, False)
+_DEFAULTS: tuple[Any, ...] = (None, None, None, None, None, [], [], {}, False, [])
 
 
 def check_record_size(member: Member, error: type[Exception] = ValueError) -> None:
-    """One whole encoded record is at most MAX_RECORD bytes; `error` otherwise."""
-    if member.services or member.tags or member.meta:
+    """One whole encoded record is at most MAX_RECORD bytes (MAX_RECORD_WITH_INSTANCES with
+    instances); `error` otherwise."""
+    if member.services or member.tags or member.meta or member.instances:
         size = len(orjson.dumps(member.to_dict()))
-        if size > MAX_RECORD:
-            raise error(f"the member record is {size} bytes, over {MAX_RECORD}")
+        limit = MAX_RECORD_WITH_INSTANCES if member.instances else MAX_RECORD
+        if size > limit:
+            raise error(f"the member record is {size} bytes, over {limit}")
 
 
 def _members(obj: dict[str, Any], key: str) -> tuple[Member, ...]:
@@ -808,6 +939,7 @@ __all__ = [
     "FrameTooLarge",
     "Heartbeat",
     "Hello",
+    "Instance",
     "Leave",
     "LinkReport",
     "Member",
