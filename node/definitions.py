@@ -207,7 +207,8 @@ class _Keys:
                 continue
             norm = key.replace("_", "").lower()
             if norm in spelled:
-                raise ValueError(f"{where}: {spelled[norm]!r} and {key!r} are the same key")
+                lead = f"{where}: " if where else ""
+                raise ValueError(f"{lead}{spelled[norm]!r} and {key!r} are the same key")
             spelled[norm] = key
             self.values[norm] = value
 
@@ -223,7 +224,7 @@ class _Keys:
 def _service(doc: Any, prefix: str) -> ServiceDefinition:
     if not isinstance(doc, Mapping):
         raise ValueError(f"{prefix.rstrip('.') or 'a service definition'}: must be a JSON object")
-    keys = _Keys(doc, prefix.rstrip(".") or "service")
+    keys = _Keys(doc, prefix.rstrip("."))
 
     name = keys.get("name")
     if name is None or name == "":
