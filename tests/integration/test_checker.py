@@ -284,7 +284,9 @@ async def test_deregister_critical_service_after(running: Running) -> None:
 
 async def test_remove_cancels_a_check_in_flight(app: App, running: Running) -> None:
     checker = running.checker
-    checker.add("h2", checks({"http": f"{app.url}/hang", "interval": "60s"}), time.monotonic())
+    # a timeout far past the deadline: only remove() can end this run in time
+    hang = {"http": f"{app.url}/hang", "interval": "60s", "timeout": "60s"}
+    checker.add("h2", checks(hang), time.monotonic())
     await asyncio.wait_for(app.hang_entered.wait(), DEADLINE)
     assert len(checker_tasks()) == 2  # run(), and the check hanging
     checker.remove("h2")
@@ -298,7 +300,8 @@ async def test_remove_cancels_a_check_in_flight(app: App, running: Running) -> N
 
 async def test_replacing_an_instance_cancels_its_old_checks(app: App, running: Running) -> None:
     checker = running.checker
-    checker.add("x1", checks({"http": f"{app.url}/hang", "interval": "60s"}), time.monotonic())
+    hang = {"http": f"{app.url}/hang", "interval": "60s", "timeout": "60s"}
+    checker.add("x1", checks(hang), time.monotonic())
     await asyncio.wait_for(app.hang_entered.wait(), DEADLINE)
     checker.add("x1", checks({"http": f"{app.url}/switch", "interval": "60s"}), time.monotonic())
     await until(lambda: checker.health("x1") == "passing", "the new check runs")
@@ -308,7 +311,8 @@ async def test_replacing_an_instance_cancels_its_old_checks(app: App, running: R
 
 async def test_run_cancelled_leaves_no_task_and_closes_the_session(app: App) -> None:
     checker = Checker(lambda _: None, lambda _: None)
-    checker.add("h3", checks({"http": f"{app.url}/hang", "interval": "60s"}), time.monotonic())
+    hang = {"http": f"{app.url}/hang", "interval": "60s", "timeout": "60s"}
+    checker.add("h3", checks(hang), time.monotonic())
     task = asyncio.create_task(checker.run())
     await asyncio.wait_for(app.hang_entered.wait(), DEADLINE)
     session = checker._session
