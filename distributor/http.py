@@ -44,7 +44,7 @@ from distributor.events import WRITE_TIMEOUT, EventFeed
 from distributor.registry import Entry, Registry
 from distributor.watch import VersionWatch
 from shared.http import json_response
-from shared.services import services_summary
+from shared.services import service_instances, services_summary
 from shared.wire import LABEL
 
 MAX_WAIT = 300.0  # seconds: a longer wait is cut to this
@@ -148,12 +148,14 @@ def services_document(registry: Registry) -> dict[str, Any]:
 
 
 def service_document(registry: Registry, service: str) -> dict[str, Any]:
-    """The /v1/services/<name> body: its providers, draining ones too (an empty list if none)."""
+    """The /v1/services/<name> body: its providers, draining ones too, and its instances,
+    each with its agent (empty lists if none)."""
     return {
         "epoch": registry.epoch,
         "version": registry.version,
         "service": service,
         "members": [e.document() for e in registry.entries() if e.member.provides(service)],
+        "instances": service_instances((e.member for e in registry.entries()), service),
     }
 
 

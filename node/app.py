@@ -24,7 +24,9 @@ from typing import Any
 
 import structlog
 
+from node.agent import Agent
 from node.config import NodeConfig
+from node.definitions import ServiceDefinition
 from node.errors import (
     AmbiguousName,
     BadRequest,
@@ -48,6 +50,7 @@ from shared.wire import (
     MAX_SERVICES,
     MAX_TAGS,
     Hello,
+    Instance,
     LinkReport,
     Member,
     check_record_size,
@@ -94,6 +97,10 @@ class Node:
         self._local_in_flight = 0  # requests our own handlers are answering for ourselves
         self._started = False  # listening: a change of record is announced from then on
         self.log = log.bind(node=self.name, node_id=self.id)
+        # services outside our process that we registered and check (--instances-file)
+        self.agent = Agent(self._instances_changed)
+        for definition in config.instances:
+            self.register_instance(definition)
 
     @property
     def incarnation(self) -> int:
@@ -111,7 +118,13 @@ class Node:
             tags=self.tags,
             meta=self.meta,
             draining=self.draining,
+            instances=self.agent.instances(self.advertise_host),
         )
+
+    @property
+    def advertise_host(self) -> str:
+        """The host other nodes dial us at (worked out anew at each registration)."""
+        return split_address(self.address)[0]
 
     @property
     def http(self) -> str | None:
@@ -119,7 +132,7 @@ class Node:
         if self.http_port is None:
             return None
         http_host = self.config.http_host
-        host = split_address(self.address)[0] if http_host in WILDCARDS else http_host
+        host = self.advertise_host if http_host in WILDCARDS else http_host
         return join_address(host, self.http_port)
 
     def hello(self) -> Hello:
@@ -159,17 +172,41 @@ class Node:
             new.meta,
             new.draining,
         )
-        self.membership.incarnation = new.incarnation
+        self._announce(new.incarnation)
+        return new
+
+    def _announce(self, incarnation: int) -> None:
+        """Our record changed: at a new incarnation, to the distributors as an update and to
+        the peers as our own record."""
+        self.membership.incarnation = incarnation
         self.registrar.announce()
         self.mesh.announce()
+        new = self.member
         self.log.info(
             "record_updated",
             incarnation=new.incarnation,
             services=list(new.services),
             tags=list(new.tags),
             draining=new.draining,
+            instances=[f"{i.id}:{i.health}" for i in new.instances],
         )
-        return new
+
+    def register_instance(self, definition: ServiceDefinition) -> Instance:
+        """Register (or replace) an instance this node checks and announces; ValueError
+        when it is one too many or would make our record too large (nothing changes then)."""
+        self.agent.check_room(definition)
+        extra = self.agent.instances(self.advertise_host, extra=definition)
+        check_record_size(replace(self.member, instances=extra))
+        self.agent.register(definition)
+        return next(i for i in self.member.instances if i.id == definition.id)
+
+    def deregister_instance(self, instance_id: str) -> bool:
+        """Remove one of our instances; False when we have none by that id."""
+        return self.agent.deregister(instance_id)
+
+    def _instances_changed(self) -> None:
+        if self._started:  # before, the first hello carries them
+            self._announce(self.incarnation + 1)
 
     def add_service(self, service: str, handlers: Mapping[str, Handler]) -> None:
         """Offer `service`, answering each method with its handler (see node.handlers)."""
@@ -215,6 +252,7 @@ class Node:
         tasks = [
             *([asyncio.create_task(self.registrar.run())] if self.config.distributors else []),
             asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self.agent.run()),
         ]
         self.mesh.dial_seeds(self.config.seeds)  # the mesh owns its dialling tasks
         stopping = asyncio.create_task(stop.wait())

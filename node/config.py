@@ -7,15 +7,20 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+
+from node.definitions import ServiceDefinition, parse_services_file
 from shared.config import (
     ArgumentParser,
     ConfigError,
     ServerConfig,
     add_common_flags,
     common_config,
+    port_number,
     split_address,
 )
 from shared.wire import (
+    MAX_INSTANCES,
     MAX_NAME,
     MAX_SERVICES,
     MAX_TAGS,
@@ -39,6 +44,9 @@ class NodeConfig(ServerConfig):
     services: tuple[str, ...] = ()  # --service: service names this node provides
     tags: tuple[str, ...] = ()  # --tag: free labels
     meta: tuple[tuple[str, str], ...] = ()  # --meta KEY=VALUE: a string map
+    # --instances-file: services outside the node (any language) it registers and checks
+    instances: tuple[ServiceDefinition, ...] = ()
+    gateway_port: int = 0  # --gateway-port: users' HTTP to instances by service; 0: off
 
 
 def _address(text: str) -> str:
@@ -98,6 +106,20 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         metavar="KEY=VALUE",
         help="a string to publish under KEY, repeatable (env MESH_META, comma-separated pairs)",
     )
+    parser.add_argument(
+        "--instances-file",
+        metavar="PATH",
+        default=env.get("MESH_INSTANCES_FILE") or None,
+        help="services to register at start, as Consul's service definitions: "
+        '{"service": {...}} or {"services": [...]} (env MESH_INSTANCES_FILE)',
+    )
+    parser.add_argument(
+        "--gateway-port",
+        type=port_number,
+        default=env.get("MESH_GATEWAY_PORT") or "0",
+        help="serve users' HTTP on this port, routed to a healthy instance by the first path "
+        "segment: /<service>/... (env MESH_GATEWAY_PORT; default 0: off)",
+    )
     args = parser.parse_args(argv)
     if args.distributors is None:
         # MESH_DISTRIBUTORS set and empty means no distributor at all
@@ -131,7 +153,30 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         services=record.services,
         tags=record.tags,
         meta=record.meta,
+        instances=_instances_file(args.instances_file),
+        gateway_port=args.gateway_port,
     )
+
+
+def _instances_file(path: str | None) -> tuple[ServiceDefinition, ...]:
+    """The definitions in --instances-file (none without one); a later id replaces an
+    earlier one, as a registration does."""
+    if path is None:
+        return ()
+    try:
+        with open(path, "rb") as file:
+            doc = orjson.loads(file.read())
+        definitions = parse_services_file(doc)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --instances-file {path}: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"--instances-file {path} is not JSON: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--instances-file {path}: {exc}") from None
+    by_id = {definition.id: definition for definition in definitions}
+    if len(by_id) > MAX_INSTANCES:
+        raise ConfigError(f"--instances-file {path}: at most {MAX_INSTANCES} instances a node")
+    return tuple(by_id.values())
 
 
 def _env_list(env: Mapping[str, str], name: str) -> list[str]:

@@ -11,13 +11,15 @@ from aiohttp.typedefs import Handler
 
 from node import metrics
 from node.app import Node
+from node.definitions import parse_service
 from node.errors import BadRequest, RequestFailed, RequestTooLarge
 from shared.http import json_response
-from shared.services import services_summary
+from shared.services import service_instances, services_summary
 from shared.wire import LABEL, MAX_DEPTH, json_object, nests_too_deeply
 
 MAX_TIMEOUT = 300.0
 SELF_FIELDS = ("services", "tags", "meta", "draining")  # what PUT /v1/self may change
+DATACENTER = "dc1"  # Consul's default; MESH_DATACENTER comes with the Consul view
 
 
 class Call(NamedTuple):
@@ -88,7 +90,13 @@ def make_app(node: Node) -> web.Application:
         name = request.match_info["name"]
         if not LABEL.fullmatch(name):
             raise BadRequest(f"{name!r} is not a service name")
-        return json_response({"service": name, "members": node.providers(name)})
+        return json_response(
+            {
+                "service": name,
+                "members": node.providers(name),
+                "instances": service_instances(node.records(), name),
+            }
+        )
 
     async def put_self(request: web.Request) -> web.Response:
         doc = json_object(await request.read(), "body", BadRequest)
@@ -100,6 +108,27 @@ def make_app(node: Node) -> web.Application:
         except ValueError as exc:  # a field's value: the record's own checks say what
             raise BadRequest(str(exc)) from None
         return json_response(record.document())
+
+    async def register_instance(request: web.Request) -> web.Response:
+        # Consul's clients send the definition with no Content-Type: read it whatever it is
+        doc = json_object(await request.read(), "body", BadRequest)
+        try:
+            node.register_instance(parse_service(doc))
+        except ValueError as exc:  # names the field
+            raise BadRequest(str(exc)) from None
+        return web.Response(status=200)  # Consul answers an empty 200
+
+    async def deregister_instance(request: web.Request) -> web.Response:
+        instance_id = request.match_info["id"]
+        if not node.deregister_instance(instance_id):
+            return json_response({"error": f"no instance {instance_id!r} on this node"}, 404)
+        return web.Response(status=200)
+
+    async def agent_services(request: web.Request) -> web.Response:
+        return json_response(node.agent.services_view(node.advertise_host, DATACENTER))
+
+    async def agent_checks(request: web.Request) -> web.Response:
+        return json_response(node.agent.checks_view(node.name))
 
     async def post_request(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > max_frame:
@@ -124,5 +153,9 @@ def make_app(node: Node) -> web.Application:
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_put("/v1/self", put_self)
+    app.router.add_put("/v1/agent/service/register", register_instance)
+    app.router.add_put("/v1/agent/service/deregister/{id}", deregister_instance)
+    app.router.add_get("/v1/agent/services", agent_services)
+    app.router.add_get("/v1/agent/checks", agent_checks)
     metrics.add_routes(app, node)
     return app

@@ -12,6 +12,8 @@
     mesh_frames_/bytes_sent/received_total   link="peer" or "distributor"
     mesh_connections_rejected_total{reason}, mesh_handshakes_failed_total{reason} (peer port)
     mesh_event_loop_lag_seconds              histogram
+    mesh_gateway_requests_total{service, code}        users' HTTP through the gateway
+    mesh_gateway_request_duration_seconds{service}    histogram: until the answer ended
 
 A method label is bounded: a method registered here, or one a peer has answered with a
 result (so it is registered there), up to MAX_METHODS of them; any other is `other`. A
@@ -68,6 +70,25 @@ EVENT_TYPES = ("snapshot", "member_joined", "member_left")
 RETRY_LINKS = ("distributor", "peer", "seed")
 
 
+class GatewayStats:
+    """The gateway's requests by service and status code, and their durations. A service
+    that was not found is `other`, and so is any beyond MAX_METHODS services."""
+
+    def __init__(self) -> None:
+        self.requests: collections.defaultdict[tuple[str, str], int] = collections.defaultdict(int)
+        self.durations: dict[str, Buckets] = {}
+
+    def done(self, service: str | None, status: int, seconds: float) -> None:
+        label = OTHER if service is None else service
+        if label not in self.durations and len(self.durations) >= MAX_METHODS:
+            label = OTHER
+        self.requests[label, str(status)] += 1
+        buckets = self.durations.get(label)
+        if buckets is None:
+            buckets = self.durations[label] = Buckets(LATENCY_BUCKETS)
+        buckets.observe(seconds)
+
+
 class NodeStats:
     """What a node counts as it goes: plain numbers, read at scrape time."""
 
@@ -83,6 +104,7 @@ class NodeStats:
         self.latency = {mode: Buckets(LATENCY_BUCKETS) for mode in MODES}
         # method labels: registered here, or answered with a result by some peer
         self._known: set[str] = set()
+        self.gateway = GatewayStats()
 
     def request_done(
         self, method: str, mode: str, outcome: str, seconds: float, registered: Container[str]
@@ -181,6 +203,32 @@ class NodeCollector:
         )
         yield from refusal_families(stats.refusals)
         yield lag_family(node.lag.histogram)
+        yield from _gateway_families(stats.gateway)
+
+
+def _gateway_families(stats: GatewayStats) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily  # at scrape time (shared/metrics.py)
+
+    requests = CounterMetricFamily(
+        "mesh_gateway_requests",
+        "Users' HTTP requests through the gateway, by service and status code",
+        labels=["service", "code"],
+    )
+    for (service, code), count in sorted(stats.requests.items()):
+        requests.add_metric([service, code], count)
+    yield requests
+    family = None
+    for service, buckets in sorted(stats.durations.items()):
+        family = histogram(
+            "mesh_gateway_request_duration_seconds",
+            "Time from a gateway request's arrival until its answer ended",
+            buckets,
+            ("service",),
+            (service,),
+            family,
+        )
+    if family is not None:
+        yield family
 
 
 def _by_method(name: str, help_text: str, counts: dict[tuple[str, str], int]) -> Metric:

@@ -1,4 +1,5 @@
-"""Which provider of a service gets a routed request. Pure: no sockets, no clock.
+"""Which provider of a service, or which instance, gets a routed request. Pure: no sockets,
+no clock.
 
 The node passes in the eligible providers (not draining, link `connected`, not yet
 tried for this request) with their requests in flight; the one with the fewest
@@ -26,3 +27,13 @@ class ProviderPicker:
         turn = self._turns.get(service, 0)
         self._turns[service] = turn + 1
         return equals[turn % len(equals)]
+
+
+def healthiest(health: Mapping[str, str]) -> list[str]:
+    """The keys (of `health`: instance key -> passing, warning or critical) the gateway may
+    choose from: the passing ones, or the warning ones when none passes; never critical."""
+    for wanted in ("passing", "warning"):
+        keys = [key for key, state in health.items() if state == wanted]
+        if keys:
+            return keys
+    return []

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from node import config as node_config
 from node.app import Node
+from node.gateway import Gateway
 from node.http import make_app
 from shared import log as mesh_log
 from shared.config import join_address
@@ -44,9 +45,19 @@ async def serve(
     await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
     runner = await start_api(make_app(node), config)
     node.http_port = int(runner.addresses[0][1])  # before the first hello, which carries it
+    gateway, gateway_runner = None, None
     try:
+        if config.gateway_port:
+            gateway = Gateway(node)
+            gateway_runner = await listen_or_fail(
+                "the gateway",
+                gateway.start(config.http_host, config.gateway_port),
+                join_address(config.http_host, config.gateway_port),
+            )
         await node.run(stop)
     finally:
+        if gateway is not None and gateway_runner is not None:
+            await gateway.close(gateway_runner)
         await runner.cleanup()
 
 

@@ -217,6 +217,8 @@ class Tuning:
     # on SIGTERM, how long a node stays draining (routed requests go elsewhere) before it
     # leaves; 0: it leaves at once
     drain_seconds: float = field(default=0.0, metadata={"zero": True})
+    # the gateway waits this long for an instance's response headers (then 504)
+    gateway_timeout: float = 30.0
     # the mesh secret (--secret-file): every link proves it knows it; None: no authentication
     secret: bytes | None = field(default=None, repr=False, metadata={"env": False})
     # MESH_TLS_*: TLS on every link; None: plain TCP

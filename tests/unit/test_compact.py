@@ -1,4 +1,5 @@
-"""Protocol version 3: member records as arrays, deltas in batches, and what each peer gets."""
+"""The compact form (protocol version 3 on, 4 with instances): member records as arrays, deltas
+in batches, and what each peer gets."""
 
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def test_a_batch_of_deltas_is_read_as_its_deltas_in_order() -> None:
         wire.MemberLeft(8, GOODS, "leave"),
         wire.MemberJoined(9, GOODS),
     ]
-    data = encode_frame(wire.Deltas(7, tuple(deltas)), version=3) + encode_frame(
+    data = encode_frame(wire.Deltas(7, tuple(deltas)), version=wire.COMPACT_VERSION) + encode_frame(
         wire.MemberJoined(10, PLAIN)
     )
     assert read_all(data) == [*deltas, wire.MemberJoined(10, PLAIN)]
@@ -147,7 +148,7 @@ def test_a_batch_of_deltas_is_read_as_its_deltas_in_order() -> None:
 def test_a_batch_is_the_items_the_distributor_joins() -> None:
     deltas = (wire.MemberJoined(7, PLAIN), wire.MemberLeft(8, GOODS, "leave"))
     [joined] = deltas_frames(7, [wire.delta_event(d) for d in deltas], 1024 * 1024)
-    assert joined == encode_frame(wire.Deltas(7, deltas), version=3)
+    assert joined == encode_frame(wire.Deltas(7, deltas), version=wire.COMPACT_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -200,10 +201,14 @@ def test_cached_snapshot_records_give_what_the_encoder_gives() -> None:
     cache.put(wire.Member(members[3].id, "renamed", "h:1", 2))  # replaced in place
     expected = (members[0], members[2], wire.Member(members[3].id, "renamed", "h:1", 2), members[4])
     [frame] = cache.frames("epoch", 9, 1024 * 1024)
-    assert frame == encode_frame(wire.Snapshot("epoch", 9, (*expected, GOODS)), version=3)
+    assert frame == encode_frame(
+        wire.Snapshot("epoch", 9, (*expected, GOODS)), version=wire.COMPACT_VERSION
+    )
     cache.put(PLAIN)  # appended to what was joined again
     [frame] = cache.frames("epoch", 10, 1024 * 1024)
-    assert frame == encode_frame(wire.Snapshot("epoch", 10, (*expected, GOODS, PLAIN)), version=3)
+    assert frame == encode_frame(
+        wire.Snapshot("epoch", 10, (*expected, GOODS, PLAIN)), version=wire.COMPACT_VERSION
+    )
 
 
 def test_cached_snapshot_records_go_in_parts_over_the_cap() -> None:
@@ -221,7 +226,7 @@ def outgoing(delta: wire.MemberJoined | wire.MemberLeft) -> Outgoing:
 
 
 def test_a_version_3_link_gets_runs_of_deltas_in_batches_and_whole_frames_as_they_are() -> None:
-    snapshot = encode_frame(wire.Snapshot("e", 2, (PLAIN,)), version=3)
+    snapshot = encode_frame(wire.Snapshot("e", 2, (PLAIN,)), version=wire.COMPACT_VERSION)
     outbox = [
         outgoing(wire.MemberJoined(1, PLAIN)),
         outgoing(wire.MemberJoined(2, GOODS)),
@@ -234,9 +239,11 @@ def test_a_version_3_link_gets_runs_of_deltas_in_batches_and_whole_frames_as_the
         (
             encode_frame(
                 wire.Deltas(1, (wire.MemberJoined(1, PLAIN), wire.MemberJoined(2, GOODS))),
-                version=3,
+                version=wire.COMPACT_VERSION,
             ),
             snapshot,
-            encode_frame(wire.Deltas(3, (wire.MemberLeft(3, PLAIN, "closed"),)), version=3),
+            encode_frame(
+                wire.Deltas(3, (wire.MemberLeft(3, PLAIN, "closed"),)), version=wire.COMPACT_VERSION
+            ),
         )
     )

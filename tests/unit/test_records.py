@@ -97,6 +97,7 @@ def test_a_full_record_round_trips_and_an_empty_one_stays_small() -> None:
         "tags": [],
         "meta": {},
         "draining": False,
+        "instances": [],
     }
 
 
@@ -188,3 +189,58 @@ def test_bad_flags_are_one_line_start_up_errors(
     with pytest.raises(ConfigError, match=why) as info:
         parse(argv, env)
     assert "\n" not in str(info.value)
+
+
+# -- instances: services outside the node, in its record --------------------------------
+
+WEB = {"id": "web-1", "service": "web", "address": "10.0.0.7", "port": 8080, "health": "passing"}
+
+
+def test_instances_round_trip_in_both_wire_forms() -> None:
+    full = record(instances=[{**WEB, "tags": ["v2"], "meta": {"zone": "a"}}, {**WEB, "id": "w2"}])
+    assert [i.health for i in full.instances] == ["passing", "passing"]
+    assert Member.from_dict(orjson.loads(orjson.dumps(full.to_dict()))) == full
+    assert Member.from_wire(orjson.loads(orjson.dumps(full.to_array()))) == full
+    assert full.document()["instances"][0] == {**WEB, "tags": ["v2"], "meta": {"zone": "a"}}
+
+
+def test_a_version_3_peer_gets_instances_in_an_object_it_reads_past() -> None:
+    """A version-3 reader refuses an array of ten fields, and reads a batch's object as a
+    departure: it gets the record as an object, whose unknown keys it ignores."""
+    full = record(services=["goods"], instances=[WEB])
+    assert isinstance(full.to_wire(3), dict) and full.to_wire(3)["instances"] == [WEB]
+    assert isinstance(full.to_wire(PROTOCOL_VERSION), list)
+    assert len(full.to_array()) == 10 and len(record(services=["goods"]).to_array()) == 6
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ({**WEB, "service": "no_underscore"}, "DNS label"),
+        ({**WEB, "service": "-x"}, "DNS label"),
+        ({**WEB, "port": 0}, "port"),
+        ({**WEB, "port": True}, "port"),
+        ({**WEB, "health": "fine"}, "health"),
+        ({**WEB, "id": "a/b"}, "instance id"),
+        ({**WEB, "address": "a b"}, "address"),
+        ({**WEB, "tags": "v2"}, "tags"),
+    ],
+)
+def test_a_bad_instance_from_a_peer_is_a_protocol_error(bad: dict[str, Any], why: str) -> None:
+    with pytest.raises(ProtocolError, match=why):
+        record(instances=[bad])
+
+
+def test_instances_are_limited_in_number_ids_and_size() -> None:
+    with pytest.raises(ProtocolError, match="at most 32 instances"):
+        record(instances=[{**WEB, "id": f"w{i}"} for i in range(33)])
+    with pytest.raises(ProtocolError, match="listed twice"):
+        record(instances=[WEB, WEB])
+    # 32 KiB with instances (8 KiB without): 32 instances with their meta fit, more does not
+    meta = {f"k{i}": "v" * 100 for i in range(8)}
+    fits = record(instances=[{**WEB, "id": f"w{i}", "meta": meta} for i in range(32)])
+    assert len(orjson.dumps(fits.to_dict())) > MAX_RECORD
+    with pytest.raises(ProtocolError, match="over 32768"):
+        record(
+            instances=[{**WEB, "id": f"w{i}", "meta": {**meta, "x": "v" * 200}} for i in range(32)]
+        )
