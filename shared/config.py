@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import ssl
 import sys
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+DNS_NAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
 MIN_FRAME = 4096  # a hello, a heartbeat and an error frame must always fit
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -83,6 +86,22 @@ def add_common_flags(
         choices=LOG_LEVELS,
         default=default("MESH_LOG_LEVEL", "info").lower(),
         help="log level",
+    )
+    parser.add_argument(
+        "--dns-port",
+        type=port_number,
+        default=default("MESH_DNS_PORT", "0"),
+        help="answer DNS (UDP and TCP) on the HTTP host at this port (default 0: off)",
+    )
+    parser.add_argument(
+        "--dns-domain",
+        default=default("MESH_DNS_DOMAIN", "mesh"),
+        help="the DNS domain: <service>.service.<domain> (default: mesh)",
+    )
+    parser.add_argument(
+        "--datacenter",
+        default=default("MESH_DATACENTER", "dc1"),
+        help="the datacenter the Consul view names (default: dc1)",
     )
     parser.add_argument(
         "--secret-file",
@@ -171,6 +190,9 @@ class ServerConfig:
     log_level: str
     http_token: str | None  # None: the HTTP API is open
     tuning: Tuning
+    dns_port: int  # 0: no DNS
+    dns_domain: str  # lower case, no dots at either end
+    datacenter: str  # the Consul view's
 
 
 def common_config(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
@@ -181,7 +203,15 @@ def common_config(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str,
     token = _read_secret(args.http_token_file, env, "MESH_HTTP_TOKEN_FILE", "MESH_HTTP_TOKEN")
     # with a secret and no token, an open HTTP API on every address would bypass the secret
     http_host = args.http_host or ("127.0.0.1" if secret and not token else args.host)
+    domain = args.dns_domain.strip(".").lower()
+    if not domain or not all(DNS_NAME_LABEL.fullmatch(label) for label in domain.split(".")):
+        raise ConfigError(f"--dns-domain {args.dns_domain!r} is not a domain name")
+    if not DNS_NAME_LABEL.fullmatch(args.datacenter):
+        raise ConfigError(f"--datacenter {args.datacenter!r} must be a DNS label")
     return {
+        "dns_port": args.dns_port,
+        "dns_domain": domain,
+        "datacenter": args.datacenter,
         "host": args.host,
         "port": args.port,
         "http_host": http_host,
@@ -219,6 +249,7 @@ class Tuning:
     drain_seconds: float = field(default=0.0, metadata={"zero": True})
     # the gateway waits this long for an instance's response headers (then 504)
     gateway_timeout: float = 30.0
+    dns_ttl: int = field(default=0, metadata={"zero": True})  # of every DNS answer
     # the mesh secret (--secret-file): every link proves it knows it; None: no authentication
     secret: bytes | None = field(default=None, repr=False, metadata={"env": False})
     # MESH_TLS_*: TLS on every link; None: plain TCP

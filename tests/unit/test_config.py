@@ -31,6 +31,8 @@ DEFAULTS = {
     "max_connections": 1024,
     "max_members": 10000,
     "drain_seconds": 0.0,
+    "gateway_timeout": 30.0,
+    "dns_ttl": 0,
     "secret": None,
     "tls": None,
 }
@@ -62,6 +64,8 @@ def test_overrides() -> None:
             "MESH_MAX_CONNECTIONS": "20000",
             "MESH_MAX_MEMBERS": "3",
             "MESH_DRAIN_SECONDS": "0",  # 0 is allowed here: no drain
+            "MESH_GATEWAY_TIMEOUT": "12",
+            "MESH_DNS_TTL": "0",  # and here: answers are not cached
         }
     )
     assert dataclasses.asdict(tuning) == {
@@ -78,6 +82,8 @@ def test_overrides() -> None:
         "max_connections": 20000,
         "max_members": 3,
         "drain_seconds": 0.0,
+        "gateway_timeout": 12.0,
+        "dns_ttl": 0,
         "secret": None,  # from --secret-file or MESH_SECRET(_FILE), not a tuning variable
         "tls": None,  # from MESH_TLS_*, read by Tls.from_env
     }
