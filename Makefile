@@ -12,7 +12,7 @@ STACK ?= mesh
 SWARM_HTTP_PORT ?= 9100
 
 help:
-	@echo "make setup   install what is missing (compose v2, base image, wheelhouse, .venv, .env), build the image"
+	@echo "make setup   install what is missing (compose v2, base images, wheelhouse, .venv, test tools, .env), build the images"
 	@echo "make up      setup, then docker compose up --build --scale node=$(NODES) (Ctrl-C stops it)"
 	@echo "make down    remove the containers and network of make up"
 	@echo "make test    setup, then pytest: unit, integration and e2e (PYTEST_ARGS=... to pass more)"
