@@ -113,8 +113,10 @@ def test_a_version_3_node_meshes_with_nodes_whose_records_carry_instances(
     # the old node has the agent's newest record, without what it cannot read
     wait_for(
         "the old node has the agent's record",
-        lambda: record_of(status(old_node)["members"], ids["agent"])["incarnation"]
-        == status(agent)["incarnation"],
+        lambda: (
+            record_of(status(old_node)["members"], ids["agent"])["incarnation"]
+            == status(agent)["incarnation"]
+        ),
     )
     assert "instances" not in record_of(status(old_node)["members"], ids["agent"])
     assert post(old_node.http_port, {"to": "agent", "method": "echo", "body": 1})[:2] == (200, 1)
@@ -123,8 +125,10 @@ def test_a_version_3_node_meshes_with_nodes_whose_records_carry_instances(
     wait_for("the new node drops it", lambda: instances_seen(late, ids["agent"]) == [])
     wait_for(
         "the old node has that record",
-        lambda: record_of(status(old_node)["members"], ids["agent"])["incarnation"]
-        == status(agent)["incarnation"],
+        lambda: (
+            record_of(status(old_node)["members"], ids["agent"])["incarnation"]
+            == status(agent)["incarnation"]
+        ),
     )
     old_node.stop()
     wait_for("the agent drops the old node", lambda: ids["old"] not in member_ids(agent))
