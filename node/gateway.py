@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from node.errors import RequestFailed
-from node.routing import TRIES, ProviderPicker, healthiest
+from node.routing import TRIES, ProviderPicker, healthiest, routable_instances
 from shared.config import join_address
 from shared.http import json_response
 from shared.wire import DNS_LABEL, MAX_DEPTH, Instance, nests_too_deeply
@@ -70,11 +70,6 @@ class ConnectFailed(Exception):
     """Nothing was sent: the next instance may be tried."""
 
 
-def instance_key(agent_id: str, instance: Instance) -> str:
-    """How answers name an instance (X-Mesh-Instance): `<agent id>/<instance id>`."""
-    return f"{agent_id}/{instance.id}"
-
-
 class Gateway:
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -90,23 +85,15 @@ class Gateway:
     # -- which instance ----------------------------------------------------------
 
     def candidates(self, service: str) -> dict[str, tuple[Instance, str]]:
-        """Instances of `service` that may take a request now, by key: (instance, health),
-        from this node and from every peer whose link is up and that is not draining."""
+        """Instances of `service` that may take a request now (node.routing)."""
         node = self._node
-        found: dict[str, tuple[Instance, str]] = {}
-
-        def add(agent_id: str, instances: tuple[Instance, ...]) -> None:
-            for instance in instances:
-                if instance.service == service and instance.health != "critical":
-                    found[instance_key(agent_id, instance)] = (instance, instance.health)
-
-        if not node.draining:
-            add(node.id, node.member.instances)
-        for peer_id, peer in node.mesh.peers.items():
-            record = peer.member
-            if record.instances and not record.draining and peer.status.state == "connected":
-                add(peer_id, record.instances)
-        return found
+        agents = [(node.member, True)] if node.member.instances else []
+        agents += [
+            (peer.member, peer.status.state == "connected")
+            for peer in node.mesh.peers.values()
+            if peer.member.instances
+        ]
+        return routable_instances(service, agents)
 
     def pick(self, service: str, tried: set[str]) -> tuple[str, Instance] | None:
         candidates = {k: v for k, v in self.candidates(service).items() if k not in tried}
