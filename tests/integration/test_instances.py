@@ -113,6 +113,16 @@ def call(port: int, path: str, method: str = "GET", body: bytes | None = None) -
         conn.close()
 
 
+def metrics_text(node: Proc) -> tuple[int, str]:
+    conn = HTTPConnection("127.0.0.1", node.http_port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
 def instance_of(headers: dict[str, str]) -> str:
     return headers["X-Mesh-Instance"].rpartition("/")[2]
 
@@ -337,6 +347,17 @@ def test_an_app_that_closes_mid_response_is_a_502_and_the_next_call_works(
     code, _, body = call(port, "/hello/close")
     assert code == 502 and orjson.loads(body)["service"] == "hello"
     assert call(port, "/hello/")[0] == 200
+    # no response headers within MESH_GATEWAY_TIMEOUT (5 s here): 504, and the next works
+    code, _, body = call(port, "/hello/sleep?ms=20000")
+    assert code == 504 and orjson.loads(body)["service"] == "hello"
+    assert call(port, "/hello/")[0] == 200
+    # the gateway counts by service and status code, and times every answer
+    code, text = metrics_text(node)
+    assert code == 200
+    for series in ('code="502",service="hello"', 'code="504",service="hello"'):
+        assert f"mesh_gateway_requests_total{{{series}}} 1.0" in text, text
+    assert 'mesh_gateway_requests_total{code="200",service="hello"} 2.0' in text
+    assert 'mesh_gateway_request_duration_seconds_count{service="hello"} 4.0' in text
 
 
 def test_streams_and_large_bodies_pass_through_whole(make_cluster, apps) -> None:
