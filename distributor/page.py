@@ -34,7 +34,9 @@ HEADERS = {
         "frame-ancestors 'none'"
     ),
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # no referrer leaves for another site; not no-referrer, with which a browser sends the
+    # login form's POST with `Origin: null`, and the API refuses a foreign Origin (403)
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 
