@@ -87,8 +87,10 @@ async def form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     """POST /login: the right token sets the cookie and sends the browser to /."""
     check = request.app.get(TOKEN_CHECK)
-    if check is None or request.method != "POST":  # no token set, or a GET: nothing to do
+    if check is None or check.authorized(request):  # no token set, or logged in: the page
         return see_other()
+    if request.method != "POST":  # a GET: the form, as / answers it
+        return login_form()
     if (request.content_length or 0) > MAX_FORM:
         return login_form("That is not a token.")
     try:
