@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from distributor.registry import HISTORY, Event
+from distributor.watch import Watchers
 from shared.wire import MemberLeft
-
-if TYPE_CHECKING:
-    from distributor.http import Watchers
 
 KEEPALIVE_LINE = b": keepalive\n\n"
 WRITE_TIMEOUT = 30.0  # seconds a stream waits for a client to read before it cuts it

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.core import Metric
 
+from distributor.watch import Watchers
 from shared.looplag import LoopLag
 from shared.metrics import (
     Refusals,
@@ -33,9 +33,6 @@ from shared.metrics import (
     refusal_families,
     traffic_families,
 )
-
-if TYPE_CHECKING:
-    from distributor.http import Watchers
 
 EVENT_TYPES = ("member_joined", "member_left")
 DEPARTURE_REASONS = ("leave", "closed", "timeout", "protocol")

@@ -25,13 +25,12 @@ from distributor.http import (
     MAX_WAIT,
     WATCHERS,
     BadQuery,
-    Watchers,
     make_app,
     parse_blocking,
     parse_wait,
 )
 from distributor.registry import HISTORY, Registry
-from distributor.watch import VersionWatch
+from distributor.watch import VersionWatch, Watchers
 from shared.wire import RECORD_FIELDS, Member
 
 EPOCH = "epoch-1"
