@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.core import Metric
 
 from distributor.watch import Watchers
 from shared.looplag import LoopLag
@@ -33,6 +33,10 @@ from shared.metrics import (
     refusal_families,
     traffic_families,
 )
+
+# prometheus-client is imported at the first scrape (shared/metrics.py), not at start
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 EVENT_TYPES = ("member_joined", "member_left")
 DEPARTURE_REASONS = ("leave", "closed", "timeout", "protocol")
