@@ -17,8 +17,10 @@ Last-Event-ID (another epoch, too old, malformed) gets a snapshot.
 
 Each event is encoded once, whatever the number of streams (the last 2,048 are kept,
 by version; the snapshot once per version). A write waits for the client to take the
-data: a client that stops reading costs its socket buffers, not an ever-growing queue,
-and one whose write has waited WRITE_TIMEOUT seconds is cut. A client that is gone ends
+data, and a backlog goes in pieces of STREAM_PIECE bytes: a client that stops reading
+costs a bounded buffer, never its whole backlog nor an ever-growing queue, and one whose
+write has waited WRITE_TIMEOUT seconds is cut. Streams and parked blocking queries
+together are capped at MESH_MAX_WATCHERS (distributor/watch.py): beyond, 429 at once. A client that is gone ends
 its stream quietly, at the next change or keepalive; on shutdown every stream ends.
 """
 
@@ -38,6 +40,11 @@ KEEPALIVE_LINE = b": keepalive\n\n"
 WRITE_TIMEOUT = 30.0  # seconds a stream waits for a client to read before it cuts it
 _CACHED_EVENTS = 2 * HISTORY
 _SMALL = 16384  # bytes: a write this small into an empty transport buffer never waits
+# bytes a stream writes at once: what a slow reader holds in this process is bounded (about
+# this, aiohttp's 64 KiB between waits and the transport's 64 KiB high-water mark), never its
+# whole backlog
+STREAM_PIECE = 65536
+STREAM_BUFFER = 4 * STREAM_PIECE  # the bound the tests hold a slow reader's buffer to
 _VERSION = re.compile(r"[0-9]{1,19}")
 
 
@@ -99,6 +106,7 @@ class EventFeed:
                 "X-Mesh-Epoch": registry.epoch,
             }
         )
+        watchers.admit()  # over MESH_MAX_WATCHERS: 429 (distributor/http.py), no stream
         loop = asyncio.get_running_loop()
         watchers.streams += 1
         try:
@@ -128,12 +136,20 @@ class EventFeed:
         return response
 
     async def _write(self, request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-        """Write, waiting while the client's buffers are full, at most write_timeout."""
+        """Write, waiting while the client's buffers are full, at most write_timeout.
+
+        A backlog (up to HISTORY events, or a snapshot of every member) goes in pieces of
+        at most STREAM_PIECE bytes, each waiting for the client to take the last: a slow
+        reader holds a bounded buffer here, never the whole backlog, then is cut."""
         transport = request.transport
         if transport is not None and not transport.get_write_buffer_size() and len(data) < _SMALL:
             # all sent so far, and this fits under the transport's high-water mark: the
             # write cannot wait, so no timer (one change wakes every stream)
             await response.write(data)
             return
+        view = memoryview(data)
         async with asyncio.timeout(self._watchers.write_timeout):
-            await response.write(data)
+            for start in range(0, len(view), STREAM_PIECE):
+                # aiohttp's write waits for the transport to drain once 64 KiB went
+                # through it: the backlog is never in the buffers all at once
+                await response.write(view[start : start + STREAM_PIECE])

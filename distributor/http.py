@@ -32,13 +32,21 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 
 from distributor import discovery, metrics, page
 from distributor.documents import Filter, members_document, service_document, services_document
 from distributor.events import WRITE_TIMEOUT, EventFeed
 from distributor.registry import Registry
-from distributor.watch import DEFAULT_WAIT, Blocking, VersionWatch, Watchers
+from distributor.watch import (
+    DEFAULT_WAIT,
+    MAX_WATCHERS,
+    Blocking,
+    TooManyWatchers,
+    VersionWatch,
+    Watchers,
+)
 from shared.http import json_response
 from shared.wire import LABEL
 
@@ -110,16 +118,27 @@ def _bad(exc: BadQuery) -> web.Response:
     return json_response({"error": str(exc)}, 400)
 
 
+@web.middleware
+async def refuse_over_the_cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A blocking query or event stream over MESH_MAX_WATCHERS: 429 at once."""
+    try:
+        return await handler(request)
+    except TooManyWatchers as exc:
+        return json_response({"error": str(exc)}, 429)
+
+
 def make_app(
     registry: Registry,
     watch: VersionWatch,
     keepalive: float = KEEPALIVE,
     write_timeout: float = WRITE_TIMEOUT,
     stats: metrics.DistributorStats | None = None,
+    max_watchers: int = MAX_WATCHERS,
 ) -> web.Application:
     """The API's routes; `keepalive` and `write_timeout` are the event streams' (tests
-    shorten them), `stats` the server's counters for /metrics."""
-    watchers = Watchers(registry, watch, keepalive, write_timeout)
+    shorten them), `stats` the server's counters for /metrics, `max_watchers` the
+    blocking queries and event streams held at once (beyond, 429)."""
+    watchers = Watchers(registry, watch, keepalive, write_timeout, max_watchers)
     feed = EventFeed(watchers)
 
     async def members(request: web.Request) -> web.Response:
@@ -152,7 +171,7 @@ def make_app(
         body = watchers.body(("service", service), lambda: service_document(registry, service))
         return _answer(watchers, body)
 
-    app = web.Application()
+    app = web.Application(middlewares=[refuse_over_the_cap])
     app[WATCHERS] = watchers
     app.on_shutdown.append(watchers.shutdown)
     app.router.add_get("/v1/members", members)

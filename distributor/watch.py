@@ -19,6 +19,7 @@ from aiohttp import web
 from distributor.documents import Filter, members_document
 from distributor.registry import Registry
 
+MAX_WATCHERS = 4096  # blocking queries and event streams held at once (MESH_MAX_WATCHERS)
 DEFAULT_WAIT = 300.0  # s: a blocking query with an index and no wait (Consul's 5 minutes)
 _MAX_CACHED = 64  # distinct encoded bodies kept for the current version
 
@@ -48,17 +49,27 @@ class Blocking:
     wait: float = DEFAULT_WAIT
 
 
+class TooManyWatchers(Exception):
+    """MESH_MAX_WATCHERS are held already: the HTTP API answers 429 at once."""
+
+
 class Watchers:
     """What blocking queries and event streams share: the registry, the watch, encodings.
 
     `parked` and `streams` count the blocking queries waiting now and the event
-    streams open now.
+    streams open now; together they are held to `max_watchers`.
     """
 
     def __init__(
-        self, registry: Registry, watch: VersionWatch, keepalive: float, write_timeout: float
+        self,
+        registry: Registry,
+        watch: VersionWatch,
+        keepalive: float,
+        write_timeout: float,
+        max_watchers: int = MAX_WATCHERS,
     ) -> None:
         self.registry = registry
+        self.max_watchers = max_watchers
         self.watch = watch
         self.keepalive = keepalive  # seconds of silence before a stream sends a comment
         self.write_timeout = write_timeout  # seconds a stream waits on a client not reading
@@ -84,16 +95,27 @@ class Watchers:
             body = self._bodies[key] = orjson.dumps(build())
         return body
 
+    def admit(self) -> None:
+        """Before a watcher is held: TooManyWatchers when the cap is reached (each one
+        held costs memory and a wake-up at every change: a flood must not grow them)."""
+        if self.parked + self.streams >= self.max_watchers:
+            raise TooManyWatchers(
+                f"too many watchers: {self.max_watchers} blocking queries and event streams"
+                " are held already (MESH_MAX_WATCHERS)"
+            )
+
     def members_body(self) -> bytes:
         return self.body(("members", Filter()), lambda: members_document(self.registry))
 
     async def block(self, blocking: Blocking) -> None:
-        """Return once the version passes the index, or at once, or after the wait."""
+        """Return once the version passes the index, or at once, or after the wait;
+        TooManyWatchers (before any wait) when it would park one too many."""
         registry, index = self.registry, blocking.index
-        if index is None or index > registry.version:
+        if index is None or index != registry.version:  # passed, or from another run
             return
         if blocking.epoch is not None and blocking.epoch != registry.epoch:
             return
+        self.admit()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + blocking.wait
         self.parked += 1

@@ -30,6 +30,7 @@ DEFAULTS = {
     "max_frame": 1048576,
     "max_connections": 1024,
     "max_members": 10000,
+    "max_watchers": 4096,  # MESH_MAX_WATCHERS: blocking queries and event streams
     "drain_seconds": 0.0,
     "secret": None,
     "tls": None,
@@ -61,6 +62,7 @@ def test_overrides() -> None:
             "MESH_MAX_FRAME": "65536",
             "MESH_MAX_CONNECTIONS": "20000",
             "MESH_MAX_MEMBERS": "3",
+            "MESH_MAX_WATCHERS": "7",
             "MESH_DRAIN_SECONDS": "0",  # 0 is allowed here: no drain
         }
     )
@@ -77,6 +79,7 @@ def test_overrides() -> None:
         "max_frame": 65536,
         "max_connections": 20000,
         "max_members": 3,
+        "max_watchers": 7,
         "drain_seconds": 0.0,
         "secret": None,  # from --secret-file or MESH_SECRET(_FILE), not a tuning variable
         "tls": None,  # from MESH_TLS_*, read by Tls.from_env
