@@ -15,13 +15,14 @@ A client that reconnects with `Last-Event-ID: <epoch>:<version>` of this run, st
 the history, gets only what it missed (nothing at all if it missed nothing); any other
 Last-Event-ID (another epoch, too old, malformed) gets a snapshot.
 
-Each event is encoded once, whatever the number of streams (the last 2,048 are kept,
-by version; the snapshot once per version). A write waits for the client to take the
-data, and a backlog goes in pieces of STREAM_PIECE bytes: a client that stops reading
-costs a bounded buffer, never its whole backlog nor an ever-growing queue, and one whose
-write has waited WRITE_TIMEOUT seconds is cut. Streams and parked blocking queries
-together are capped at MESH_MAX_WATCHERS (distributor/watch.py): beyond, 429 at once. A client that is gone ends
-its stream quietly, at the next change or keepalive; on shutdown every stream ends.
+Each event is encoded once, whatever the number of streams (those still in the
+registry's history are kept, by version; the snapshot once per version). A write waits
+for the client to take the data, and a backlog goes in pieces of STREAM_PIECE bytes: a
+client that stops reading costs a bounded buffer, never its whole backlog nor an
+ever-growing queue, and one whose write has waited WRITE_TIMEOUT seconds is cut. Streams
+and parked blocking queries together are capped at MESH_MAX_WATCHERS
+(distributor/watch.py): beyond, 429 at once. A client that is gone ends its stream
+quietly, at the next change or keepalive; on shutdown every stream ends.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from shared.wire import MemberLeft
 
 KEEPALIVE_LINE = b": keepalive\n\n"
 WRITE_TIMEOUT = 30.0  # seconds a stream waits for a client to read before it cuts it
-_CACHED_EVENTS = 2 * HISTORY
 _SMALL = 16384  # bytes: a write this small into an empty transport buffer never waits
 # bytes a stream writes at once: what a slow reader holds in this process is bounded (about
 # this, aiohttp's 64 KiB between waits and the transport's 64 KiB high-water mark), never its
@@ -77,10 +77,18 @@ class EventFeed:
             if isinstance(event.delta, MemberLeft):
                 data["reason"] = event.delta.reason
             encoded = sse(event.delta.TYPE, f"{epoch}:{event.version}", orjson.dumps(data))
-            if len(self._events) >= _CACHED_EVENTS:
-                del self._events[next(iter(self._events))]
             self._events[event.version] = encoded
+            if len(self._events) > HISTORY:
+                self._forget_unservable()
         return encoded
+
+    def _forget_unservable(self) -> None:
+        """Drop the encodings of events out of the registry's history: no stream can be
+        sent those any more (events_after gives only what the history holds). By version,
+        not by age in the cache: a resumed stream caches old events after newer ones."""
+        history = self._watchers.registry.history
+        oldest = history[0].version if history else self._watchers.registry.version + 1
+        self._events = {v: encoded for v, encoded in self._events.items() if v >= oldest}
 
     def resume_point(self, last_event_id: str | None) -> int | None:
         """The version to go on from, for a Last-Event-ID of this run still in the

@@ -742,3 +742,23 @@ async def test_a_backlog_is_written_in_bounded_pieces(monkeypatch: pytest.Monkey
     print(f"{len(writes)} writes, at most {max(writes)} bytes; held at most {max(held)}")
     assert max(writes) <= STREAM_PIECE
     assert max(held) <= STREAM_BUFFER
+
+
+async def test_the_event_cache_holds_only_what_can_still_be_served(api: Api) -> None:
+    """Encodings of events out of the registry's history can never be sent again (a stream
+    that far behind gets a snapshot): the cache keeps none of them."""
+    stream = await open_stream(api)
+    await stream.event()
+    feed = watchers_feed(api)
+    for i in range(1, 2 * HISTORY + 100):  # each one sent, and so cached, as it happens
+        api.registry.register(member(i), now=float(i))
+        feed.event(api.registry.history[-1])
+    servable = {event.version for event in api.registry.history}
+    assert set(feed._events) <= servable  # the cache's versions (private: no other view)
+    assert len(feed._events) <= HISTORY
+    # a resumed stream caches older events after newer ones: still only servable ones kept
+    old = list(api.registry.history)[:10]
+    api.registry.register(member(9999), now=0.0)
+    for event in [api.registry.history[-1], *old]:
+        feed.event(event)
+    assert set(feed._events) <= {event.version for event in api.registry.history}
