@@ -38,6 +38,7 @@ from multidict import MultiMapping
 from distributor import discovery, metrics, page
 from distributor.documents import Filter, members_document, service_document, services_document
 from distributor.events import WRITE_TIMEOUT, EventFeed
+from distributor.query import BadQuery, name, single
 from distributor.registry import Registry
 from distributor.watch import (
     DEFAULT_WAIT,
@@ -48,24 +49,12 @@ from distributor.watch import (
     Watchers,
 )
 from shared.http import json_response
-from shared.wire import LABEL
 
 MAX_WAIT = 300.0  # seconds: a longer wait is cut to this
 MAX_EPOCH = 64  # characters; ours are 16
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
 _INDEX = re.compile(r"[0-9]{1,19}")
 _WAIT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([sm]?)")
-
-
-class BadQuery(ValueError):
-    """A query parameter we cannot use; the message says which, for the 400."""
-
-
-def _single(query: MultiMapping[str], key: str) -> str | None:
-    values = query.getall(key, [])
-    if len(values) > 1:
-        raise BadQuery(f"{key} is given {len(values)} times; give it once")
-    return values[0] if values else None
 
 
 def parse_wait(text: str) -> float:
@@ -77,16 +66,9 @@ def parse_wait(text: str) -> float:
     return min(seconds, MAX_WAIT)
 
 
-def name(text: str, what: str) -> str:
-    """A service name or tag as shared.wire.LABEL allows; BadQuery otherwise."""
-    if not LABEL.fullmatch(text):
-        raise BadQuery(f"{what} {text!r} is not a valid name ({LABEL.pattern})")
-    return text
-
-
 def parse_blocking(query: MultiMapping[str]) -> Blocking:
     """index, epoch and wait; BadQuery says what is wrong with them."""
-    index_text, epoch, wait_text = (_single(query, k) for k in ("index", "epoch", "wait"))
+    index_text, epoch, wait_text = (single(query, k) for k in ("index", "epoch", "wait"))
     if index_text is not None and not _INDEX.fullmatch(index_text):
         raise BadQuery(f"index must be a whole number >= 0, not {index_text!r}")
     epoch = epoch or None  # `epoch=`: a loop's first query knows none yet
@@ -98,7 +80,7 @@ def parse_blocking(query: MultiMapping[str]) -> Blocking:
 
 def parse_filter(query: MultiMapping[str]) -> Filter:
     """?service=S (once) and ?tag=T (repeatable, all must match)."""
-    service = _single(query, "service")
+    service = single(query, "service")
     tags = tuple(name(tag, "tag") for tag in query.getall("tag", []))
     return Filter(None if service is None else name(service, "service"), tags)
 

@@ -762,3 +762,15 @@ async def test_the_event_cache_holds_only_what_can_still_be_served(api: Api) -> 
     for event in [api.registry.history[-1], *old]:
         feed.event(event)
     assert set(feed._events) <= {event.version for event in api.registry.history}
+
+
+async def test_prometheus_discovery_reads_its_query_as_every_endpoint_does(api: Api) -> None:
+    api.join(1, http="10.0.0.1:9110", services=("a",))
+    api.join(2, http="10.0.0.2:9110", services=("b",))
+    status, groups, _ = await api.get("/v1/sd/prometheus?service=a")
+    assert status == 200 and [g["targets"] for g in groups] == [["10.0.0.1:9110"]]
+    for query, word in (("service=a&service=b", "given 2 times"), ("service=no!", "not a valid")):
+        status, doc, _ = await api.get(f"/v1/sd/prometheus?{query}")
+        assert status == 400 and word in doc["error"], query
+        # the same answer as /v1/members gives the same query
+        assert (await api.get(f"/v1/members?{query}"))[1] == doc
