@@ -92,7 +92,7 @@ def add_common_flags(
     parser.add_argument(
         "--http-token-file",
         metavar="PATH",
-        help="HTTP bearer token for every endpoint but /healthz "
+        help="HTTP bearer token for every endpoint but the probes /healthz and /readyz "
         "(env MESH_HTTP_TOKEN_FILE or MESH_HTTP_TOKEN)",
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +17,7 @@ from shared.config import (
     port_number,
     split_address,
 )
+from shared.http import OPEN_PATHS
 from tests.unit.test_wire import GOOD_ADDRESSES
 
 DEFAULTS = {
@@ -251,3 +254,19 @@ def test_tls_is_off_without_its_variables() -> None:
 def test_a_tls_set_up_that_cannot_work_says_why(env: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Tls.from_env(env)
+
+
+@pytest.mark.parametrize("program", ["distributor", "node"])
+def test_the_token_help_names_every_open_path(program: str) -> None:
+    """--http-token-file's help says which endpoints stay open: the probes, all of them."""
+    done = subprocess.run(
+        [sys.executable, "-m", program, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # the flag's own entry: from its line to the next flag's
+    entry = done.stdout.split("\n  --http-token-file PATH", 1)[1].split("\n  --", 1)[0]
+    for path in OPEN_PATHS:
+        assert path in entry, entry
