@@ -94,6 +94,7 @@ class DistributorServer:
             tuning, lag, self._hello, self._serve, self.stats.traffic, self.stats.refusals
         )
         self._stopping = False  # while stopping, departures are ours, not the nodes'
+        self._refusing_members = False  # registrations refused as full since the last room
         # Deltas not yet written, in version order, flushed with one write per link (a
         # storm of joins would otherwise cost a syscall per join per link). A link
         # registered meanwhile gets the list as it is at that flush instead, set done
@@ -223,10 +224,18 @@ class DistributorServer:
         try:
             joined, replaced = self.registry.register(member, time.time())
         except RegistrationRefused as exc:
-            link.log.info("registration_refused", code=exc.code, detail=str(exc))
             self.stats.refusals.rejected[REFUSED.get(exc.code, exc.code)] += 1
+            if exc.code != "full":
+                link.log.info("registration_refused", code=exc.code, detail=str(exc))
+            elif not self._refusing_members:
+                # once per episode (a full registry's newcomers retry for ever: a line per
+                # attempt would flood the log); every refusal is counted all the same
+                self._refusing_members = True
+                link.log.warning("limit_reached", limit="members", size=self.registry.max_members)
             link.send_nowait(Error(exc.code, str(exc)))
             return None
+        if replaced is None:  # a newcomer found room: an episode of refusals is over
+            self._refusing_members = False
         if replaced is not None:
             # the entry now belongs to the new link; the old link's end emits nothing
             _, old_link = self._links.pop(member.id)
