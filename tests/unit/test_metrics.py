@@ -167,7 +167,7 @@ def member(i: int, draining: bool = False) -> Member:
 
 
 def fake_node(stats: NodeStats, lag: LoopLag) -> SimpleNamespace:
-    """What NodeCollector reads of a Node."""
+    """What NodeCollector reads of a node (node.metrics.ObservedNode)."""
 
     def peer(state: str) -> SimpleNamespace:
         return SimpleNamespace(status=LinkStatus(state))
