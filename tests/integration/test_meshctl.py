@@ -514,20 +514,25 @@ class Lines:
             raise AssertionError(f"no line from meshctl within {timeout} s") from None
 
 
-def test_watch_json_lines_and_sigint(make_cluster: Callable[..., Cluster]) -> None:
-    """--json: one JSON object a line (the events' data); SIGINT ends it with exit 0."""
-    cluster = make_cluster(steady=True)
-    distributor = cluster.distributor()
+def watch_json(base: str) -> tuple[subprocess.Popen[str], Lines]:
+    """`meshctl --url base watch --json` started, and its output line by line."""
     proc = subprocess.Popen(
-        [*MESHCTL, "--url", url(distributor), "watch", "--json"],
+        [*MESHCTL, "--url", base, "watch", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
     )
+    assert proc.stdout is not None
+    return proc, Lines(proc.stdout)
+
+
+def test_watch_json_lines_and_sigint(make_cluster: Callable[..., Cluster]) -> None:
+    """--json: one JSON object a line (the events' data); SIGINT ends it with exit 0."""
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    proc, lines = watch_json(url(distributor))
     try:
-        assert proc.stdout is not None
-        lines = Lines(proc.stdout)
         snapshot = json.loads(lines.next())
         assert snapshot["members"] == [] and snapshot["epoch"]
         cluster.node("alpha")
@@ -616,16 +621,8 @@ class ResumableStream(http.server.BaseHTTPRequestHandler):
 def test_watch_sends_last_event_id_when_it_reconnects() -> None:
     ResumableStream.seen = []
     with serve(ResumableStream) as base:
-        proc = subprocess.Popen(
-            [*MESHCTL, "--url", base, "watch", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_env(),
-        )
+        proc, lines = watch_json(base)
         try:
-            assert proc.stdout is not None
-            lines = Lines(proc.stdout)
             assert json.loads(lines.next())["members"] == []
             joined = json.loads(lines.next())
             assert joined["member"]["name"] == "charlie"
