@@ -53,7 +53,10 @@ async def serve(
         "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
     )
     try:
-        runner = await start_api(make_app(registry, watch, stats=server.stats), config)
+        runner = await start_api(
+            make_app(registry, watch, stats=server.stats, max_watchers=config.tuning.max_watchers),
+            config,
+        )
         try:
             log.info("distributor_ready", address=server.address, http_port=config.http_port)
             await stop.wait()

@@ -25,10 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
+from distributor.query import BadQuery, name, single
 from distributor.registry import Entry, Registry
 from shared.http import json_response
 from shared.timefmt import rfc3339
-from shared.wire import LABEL, Member
+from shared.wire import Member
 
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9_]")
 
@@ -75,9 +76,12 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         return json_response(links_document(registry))
 
     async def prometheus(request: web.Request) -> web.Response:
-        service = request.query.get("service")
-        if service is not None and not LABEL.fullmatch(service):
-            return json_response({"error": f"service {service!r} is not a service name"}, 400)
+        try:  # as every endpoint reads it: once, and a name
+            service = single(request.query, "service")
+            if service is not None:
+                name(service, "service")
+        except BadQuery as exc:
+            return json_response({"error": str(exc)}, 400)
         return json_response(targets_document(registry.entries(), service))
 
     app.router.add_get("/v1/links", links)

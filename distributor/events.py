@@ -15,32 +15,36 @@ A client that reconnects with `Last-Event-ID: <epoch>:<version>` of this run, st
 the history, gets only what it missed (nothing at all if it missed nothing); any other
 Last-Event-ID (another epoch, too old, malformed) gets a snapshot.
 
-Each event is encoded once, whatever the number of streams (the last 2,048 are kept,
-by version; the snapshot once per version). A write waits for the client to take the
-data: a client that stops reading costs its socket buffers, not an ever-growing queue,
-and one whose write has waited WRITE_TIMEOUT seconds is cut. A client that is gone ends
-its stream quietly, at the next change or keepalive; on shutdown every stream ends.
+Each event is encoded once, whatever the number of streams (those still in the
+registry's history are kept, by version; the snapshot once per version). A write waits
+for the client to take the data, and a backlog goes in pieces of STREAM_PIECE bytes: a
+client that stops reading costs a bounded buffer, never its whole backlog nor an
+ever-growing queue, and one whose write has waited WRITE_TIMEOUT seconds is cut. Streams
+and parked blocking queries together are capped at MESH_MAX_WATCHERS
+(distributor/watch.py): beyond, 429 at once. A client that is gone ends its stream
+quietly, at the next change or keepalive; on shutdown every stream ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from distributor.registry import HISTORY, Event
+from distributor.watch import Watchers
 from shared.wire import MemberLeft
-
-if TYPE_CHECKING:
-    from distributor.http import Watchers
 
 KEEPALIVE_LINE = b": keepalive\n\n"
 WRITE_TIMEOUT = 30.0  # seconds a stream waits for a client to read before it cuts it
-_CACHED_EVENTS = 2 * HISTORY
 _SMALL = 16384  # bytes: a write this small into an empty transport buffer never waits
+# bytes a stream writes at once: what a slow reader holds in this process is bounded (about
+# this, aiohttp's 64 KiB between waits and the transport's 64 KiB high-water mark), never its
+# whole backlog
+STREAM_PIECE = 65536
+STREAM_BUFFER = 4 * STREAM_PIECE  # the bound the tests hold a slow reader's buffer to
 _VERSION = re.compile(r"[0-9]{1,19}")
 
 
@@ -73,10 +77,18 @@ class EventFeed:
             if isinstance(event.delta, MemberLeft):
                 data["reason"] = event.delta.reason
             encoded = sse(event.delta.TYPE, f"{epoch}:{event.version}", orjson.dumps(data))
-            if len(self._events) >= _CACHED_EVENTS:
-                del self._events[next(iter(self._events))]
             self._events[event.version] = encoded
+            if len(self._events) > HISTORY:
+                self._forget_unservable()
         return encoded
+
+    def _forget_unservable(self) -> None:
+        """Drop the encodings of events out of the registry's history: no stream can be
+        sent those any more (events_after gives only what the history holds). By version,
+        not by age in the cache: a resumed stream caches old events after newer ones."""
+        history = self._watchers.registry.history
+        oldest = history[0].version if history else self._watchers.registry.version + 1
+        self._events = {v: encoded for v, encoded in self._events.items() if v >= oldest}
 
     def resume_point(self, last_event_id: str | None) -> int | None:
         """The version to go on from, for a Last-Event-ID of this run still in the
@@ -102,6 +114,7 @@ class EventFeed:
                 "X-Mesh-Epoch": registry.epoch,
             }
         )
+        watchers.admit()  # over MESH_MAX_WATCHERS: 429 (distributor/http.py), no stream
         loop = asyncio.get_running_loop()
         watchers.streams += 1
         try:
@@ -131,12 +144,20 @@ class EventFeed:
         return response
 
     async def _write(self, request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-        """Write, waiting while the client's buffers are full, at most write_timeout."""
+        """Write, waiting while the client's buffers are full, at most write_timeout.
+
+        A backlog (up to HISTORY events, or a snapshot of every member) goes in pieces of
+        at most STREAM_PIECE bytes, each waiting for the client to take the last: a slow
+        reader holds a bounded buffer here, never the whole backlog, then is cut."""
         transport = request.transport
         if transport is not None and not transport.get_write_buffer_size() and len(data) < _SMALL:
             # all sent so far, and this fits under the transport's high-water mark: the
             # write cannot wait, so no timer (one change wakes every stream)
             await response.write(data)
             return
+        view = memoryview(data)
         async with asyncio.timeout(self._watchers.write_timeout):
-            await response.write(data)
+            for start in range(0, len(view), STREAM_PIECE):
+                # aiohttp's write waits for the transport to drain once 64 KiB went
+                # through it: the backlog is never in the buffers all at once
+                await response.write(view[start : start + STREAM_PIECE])

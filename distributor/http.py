@@ -29,61 +29,32 @@ Every answer of the first three carries `X-Mesh-Index` (the registry's version) 
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 
 from distributor import discovery, metrics, page
+from distributor.documents import Filter, members_document, service_document, services_document
 from distributor.events import WRITE_TIMEOUT, EventFeed
-from distributor.registry import Entry, Registry
-from distributor.watch import VersionWatch
+from distributor.query import BadQuery, name, single
+from distributor.registry import Registry
+from distributor.watch import (
+    DEFAULT_WAIT,
+    MAX_WATCHERS,
+    Blocking,
+    TooManyWatchers,
+    VersionWatch,
+    Watchers,
+)
 from shared.http import json_response
-from shared.services import service_instances, services_summary
-from shared.wire import LABEL
 
 MAX_WAIT = 300.0  # seconds: a longer wait is cut to this
-DEFAULT_WAIT = 300.0  # with an index and no wait (Consul's default of 5 minutes)
 MAX_EPOCH = 64  # characters; ours are 16
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
-_MAX_CACHED = 64  # distinct encoded bodies kept for the current version
 _INDEX = re.compile(r"[0-9]{1,19}")
 _WAIT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([sm]?)")
-
-
-class BadQuery(ValueError):
-    """A query parameter we cannot use; the message says which, for the 400."""
-
-
-@dataclass(frozen=True, slots=True)
-class Blocking:
-    index: int | None = None  # None: answer at once
-    epoch: str | None = None
-    wait: float = DEFAULT_WAIT
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    service: str | None = None
-    tags: tuple[str, ...] = ()
-
-    def matches(self, entry: Entry) -> bool:
-        member = entry.member
-        if self.service is not None and not member.provides(self.service):
-            return False
-        return all(tag in member.tags for tag in self.tags)
-
-
-def _single(query: MultiMapping[str], key: str) -> str | None:
-    values = query.getall(key, [])
-    if len(values) > 1:
-        raise BadQuery(f"{key} is given {len(values)} times; give it once")
-    return values[0] if values else None
 
 
 def parse_wait(text: str) -> float:
@@ -95,16 +66,9 @@ def parse_wait(text: str) -> float:
     return min(seconds, MAX_WAIT)
 
 
-def name(text: str, what: str) -> str:
-    """A service name or tag as shared.wire.LABEL allows; BadQuery otherwise."""
-    if not LABEL.fullmatch(text):
-        raise BadQuery(f"{what} {text!r} is not a valid name ({LABEL.pattern})")
-    return text
-
-
 def parse_blocking(query: MultiMapping[str]) -> Blocking:
     """index, epoch and wait; BadQuery says what is wrong with them."""
-    index_text, epoch, wait_text = (_single(query, k) for k in ("index", "epoch", "wait"))
+    index_text, epoch, wait_text = (single(query, k) for k in ("index", "epoch", "wait"))
     if index_text is not None and not _INDEX.fullmatch(index_text):
         raise BadQuery(f"index must be a whole number >= 0, not {index_text!r}")
     epoch = epoch or None  # `epoch=`: a loop's first query knows none yet
@@ -116,115 +80,9 @@ def parse_blocking(query: MultiMapping[str]) -> Blocking:
 
 def parse_filter(query: MultiMapping[str]) -> Filter:
     """?service=S (once) and ?tag=T (repeatable, all must match)."""
-    service = _single(query, "service")
+    service = single(query, "service")
     tags = tuple(name(tag, "tag") for tag in query.getall("tag", []))
     return Filter(None if service is None else name(service, "service"), tags)
-
-
-# -- documents: made from the registry as it is when called ------------------
-
-
-def members_document(registry: Registry, only: Filter = Filter()) -> dict[str, Any]:
-    """The /v1/members body (also the event stream's snapshot)."""
-    entries = registry.entries()
-    if only.service is not None or only.tags:
-        entries = [e for e in entries if only.matches(e)]
-    return {
-        "epoch": registry.epoch,
-        "version": registry.version,
-        "members": [e.document() for e in entries],
-    }
-
-
-def services_document(registry: Registry) -> dict[str, Any]:
-    """The /v1/services body (shared.services.services_summary: services by name, draining
-    providers counted, the union of their tags in the order first seen, providers in
-    registration order)."""
-    return {
-        "epoch": registry.epoch,
-        "version": registry.version,
-        "services": services_summary(e.member for e in registry.entries()),
-    }
-
-
-def service_document(registry: Registry, service: str) -> dict[str, Any]:
-    """The /v1/services/<name> body: its providers, draining ones too, and its instances,
-    each with its agent (empty lists if none)."""
-    return {
-        "epoch": registry.epoch,
-        "version": registry.version,
-        "service": service,
-        "members": [e.document() for e in registry.entries() if e.member.provides(service)],
-        "instances": service_instances((e.member for e in registry.entries()), service),
-    }
-
-
-# -- the watchers' shared state -------------------------------------------------
-
-
-class Watchers:
-    """What blocking queries and event streams share: the registry, the watch, encodings.
-
-    `parked` and `streams` count the blocking queries waiting now and the event
-    streams open now.
-    """
-
-    def __init__(
-        self, registry: Registry, watch: VersionWatch, keepalive: float, write_timeout: float
-    ) -> None:
-        self.registry = registry
-        self.watch = watch
-        self.keepalive = keepalive  # seconds of silence before a stream sends a comment
-        self.write_timeout = write_timeout  # seconds a stream waits on a client not reading
-        self.closing = False  # the server is shutting down: parked requests answer now
-        self.parked = 0
-        self.streams = 0
-        self._version = -1  # the version the encoded bodies belong to
-        self._bodies: dict[object, bytes] = {}
-
-    def body(self, key: object, build: Callable[[], Mapping[str, Any]]) -> bytes:
-        """`build()` encoded, once per registry version and key.
-
-        The registry changes only by a new version, so a body encoded at this version is
-        the body anyone would make now.
-        """
-        if self._version != self.registry.version:
-            self._version = self.registry.version
-            self._bodies.clear()
-        body = self._bodies.get(key)
-        if body is None:
-            if len(self._bodies) >= _MAX_CACHED:  # many distinct filters: start over
-                self._bodies.clear()
-            body = self._bodies[key] = orjson.dumps(build())
-        return body
-
-    def members_body(self) -> bytes:
-        return self.body(("members", Filter()), lambda: members_document(self.registry))
-
-    async def block(self, blocking: Blocking) -> None:
-        """Return once the version passes the index, or at once, or after the wait."""
-        registry, index = self.registry, blocking.index
-        if index is None or index > registry.version:
-            return
-        if blocking.epoch is not None and blocking.epoch != registry.epoch:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + blocking.wait
-        self.parked += 1
-        try:
-            while registry.version <= index and not self.closing:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await self.watch.wait(remaining)
-        finally:
-            self.parked -= 1
-
-    async def shutdown(self, app: web.Application) -> None:
-        """aiohttp's on_shutdown: parked queries answer and streams end, before the
-        server waits for its handlers (it would cancel them after its short timeout)."""
-        self.closing = True
-        self.watch.notify()
 
 
 WATCHERS = web.AppKey("watchers", Watchers)
@@ -242,16 +100,27 @@ def _bad(exc: BadQuery) -> web.Response:
     return json_response({"error": str(exc)}, 400)
 
 
+@web.middleware
+async def refuse_over_the_cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A blocking query or event stream over MESH_MAX_WATCHERS: 429 at once."""
+    try:
+        return await handler(request)
+    except TooManyWatchers as exc:
+        return json_response({"error": str(exc)}, 429)
+
+
 def make_app(
     registry: Registry,
     watch: VersionWatch,
     keepalive: float = KEEPALIVE,
     write_timeout: float = WRITE_TIMEOUT,
     stats: metrics.DistributorStats | None = None,
+    max_watchers: int = MAX_WATCHERS,
 ) -> web.Application:
     """The API's routes; `keepalive` and `write_timeout` are the event streams' (tests
-    shorten them), `stats` the server's counters for /metrics."""
-    watchers = Watchers(registry, watch, keepalive, write_timeout)
+    shorten them), `stats` the server's counters for /metrics, `max_watchers` the
+    blocking queries and event streams held at once (beyond, 429)."""
+    watchers = Watchers(registry, watch, keepalive, write_timeout, max_watchers)
     feed = EventFeed(watchers)
 
     async def members(request: web.Request) -> web.Response:
@@ -284,7 +153,7 @@ def make_app(
         body = watchers.body(("service", service), lambda: service_document(registry, service))
         return _answer(watchers, body)
 
-    app = web.Application()
+    app = web.Application(middlewares=[refuse_over_the_cap])
     app[WATCHERS] = watchers
     app.on_shutdown.append(watchers.shutdown)
     app.router.add_get("/v1/members", members)

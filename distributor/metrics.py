@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.core import Metric
 
+from distributor.watch import Watchers
 from shared.looplag import LoopLag
 from shared.metrics import (
     Refusals,
@@ -34,8 +34,9 @@ from shared.metrics import (
     traffic_families,
 )
 
+# prometheus-client is imported at the first scrape (shared/metrics.py), not at start
 if TYPE_CHECKING:
-    from distributor.http import Watchers
+    from prometheus_client.core import Metric
 
 EVENT_TYPES = ("member_joined", "member_left")
 DEPARTURE_REASONS = ("leave", "closed", "timeout", "protocol")

@@ -34,7 +34,9 @@ HEADERS = {
         "frame-ancestors 'none'"
     ),
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # no referrer leaves for another site; not no-referrer, with which a browser sends the
+    # login form's POST with `Origin: null`, and the API refuses a foreign Origin (403)
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -85,8 +87,10 @@ async def form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     """POST /login: the right token sets the cookie and sends the browser to /."""
     check = request.app.get(TOKEN_CHECK)
-    if check is None or request.method != "POST":  # no token set, or a GET: nothing to do
+    if check is None or check.authorized(request):  # no token set, or logged in: the page
         return see_other()
+    if request.method != "POST":  # a GET: the form, as / answers it
+        return login_form()
     if (request.content_length or 0) > MAX_FORM:
         return login_form("That is not a token.")
     try:

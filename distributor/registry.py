@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from shared.snapshot import SnapshotRecords
 from shared.timefmt import rfc3339
 from shared.wire import BrokenLink, Member, MemberJoined, MemberLeft, Snapshot
 
@@ -62,6 +63,9 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         # the last HISTORY events, oldest first, versions consecutive
         self.history: collections.deque[Event] = collections.deque(maxlen=HISTORY)
+        # every record in the compact wire form, kept by _record and unregister, the two
+        # places the entries change: a snapshot for a node is then bytes copied
+        self._compact = SnapshotRecords(lambda member: orjson.dumps(member.to_array()))
         # what each member last reported of its own peer links (link_report)
         self._reports: dict[str, tuple[BrokenLink, ...]] = {}
 
@@ -111,14 +115,20 @@ class Registry:
         if entry is None or entry.member != member:
             return None
         del self._entries[member.id]
+        self._compact.remove(member.id)
         self._reports.pop(member.id, None)
         self.version += 1
         left = MemberLeft(self.version, member, reason)
         self.history.append(Event(left, entry))
         return left
 
+    def compact_snapshot_frames(self, max_frame: int) -> list[bytes]:
+        """The snapshot of every record now, in the compact form, as whole frames."""
+        return self._compact.frames(self.epoch, self.version, max_frame)
+
     def _record(self, entry: Entry) -> MemberJoined:
         self._entries[entry.member.id] = entry
+        self._compact.put(entry.member)
         self.version += 1
         joined = MemberJoined(self.version, entry.member)
         self.history.append(Event(joined, entry))

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import orjson
 import structlog
 
 from distributor.metrics import DistributorStats
@@ -24,7 +23,7 @@ from shared.link import Link
 from shared.linkend import EndReason, LinkEnd
 from shared.listener import Listener
 from shared.looplag import LoopLag
-from shared.snapshot import SnapshotRecords, deltas_frames, snapshot_frames
+from shared.snapshot import deltas_frames, snapshot_frames
 from shared.wire import (
     COMPACT_VERSION,
     Delta,
@@ -88,12 +87,13 @@ class DistributorServer:
         self.tuning = tuning
         self._on_change = on_change  # the registry's version moved (watchers wake)
         self.address = "0.0.0.0:0"
-        self._links: dict[str, tuple[Member, Link]] = {}  # registered member id -> its link
+        self._links: dict[str, Link] = {}  # registered member id -> its link
         self.stats = DistributorStats(lag)  # counted here, read by /metrics
         self._listener = Listener(
             tuning, lag, self._hello, self._serve, self.stats.traffic, self.stats.refusals
         )
         self._stopping = False  # while stopping, departures are ours, not the nodes'
+        self._refusing_members = False  # registrations refused as full since the last room
         # Deltas not yet written, in version order, flushed with one write per link (a
         # storm of joins would otherwise cost a syscall per join per link). A link
         # registered meanwhile gets the list as it is at that flush instead, set done
@@ -102,7 +102,6 @@ class DistributorServer:
         self._outbox: list[Outgoing] = []
         self._joining: dict[Link, asyncio.Future[None]] = {}
         # the members' compact records (version 3) joined, so a snapshot is bytes copied
-        self._compact_records = SnapshotRecords(lambda member: orjson.dumps(member.to_array()))
         self._next_flush = 0.0  # monotonic time before which a flush waits (see _flush)
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -115,7 +114,7 @@ class DistributorServer:
         self._stopping = True
         self._flush()
         goodbye = encode_frame(Leave())
-        for _, link in self._links.values():
+        for link in self._links.values():
             link.send_nowait(goodbye)
         await self._listener.stop()
 
@@ -160,7 +159,7 @@ class DistributorServer:
         # the same bytes to every link of a form; made only if some link needs that form
         deltas: dict[bool, tuple[bytes, int]] = {}
         snapshots: dict[bool, tuple[bytes, int]] = {}
-        for _, link in self._links.values():
+        for link in self._links.values():
             compact = link.peer_version >= COMPACT_VERSION
             if link in joining:
                 if compact not in snapshots:
@@ -192,7 +191,7 @@ class DistributorServer:
     def _snapshot_parts(self, compact: bool) -> list[bytes]:
         registry, max_frame = self.registry, self.tuning.max_frame
         if compact:
-            return self._compact_records.frames(registry.epoch, registry.version, max_frame)
+            return registry.compact_snapshot_frames(max_frame)
         return snapshot_frames(registry.epoch, registry.version, registry.records(), max_frame)
 
     async def _serve(self, link: Link, hello: Hello) -> None:
@@ -223,17 +222,24 @@ class DistributorServer:
         try:
             joined, replaced = self.registry.register(member, time.time())
         except RegistrationRefused as exc:
-            link.log.info("registration_refused", code=exc.code, detail=str(exc))
             self.stats.refusals.rejected[REFUSED.get(exc.code, exc.code)] += 1
+            if exc.code != "full":
+                link.log.info("registration_refused", code=exc.code, detail=str(exc))
+            elif not self._refusing_members:
+                # once per episode (a full registry's newcomers retry for ever: a line per
+                # attempt would flood the log); every refusal is counted all the same
+                self._refusing_members = True
+                link.log.warning("limit_reached", limit="members", size=self.registry.max_members)
             link.send_nowait(Error(exc.code, str(exc)))
             return None
+        if replaced is None:  # a newcomer found room: an episode of refusals is over
+            self._refusing_members = False
         if replaced is not None:
             # the entry now belongs to the new link; the old link's end emits nothing
-            _, old_link = self._links.pop(member.id)
+            old_link = self._links.pop(member.id)
             old_link.abort()
             link.log.info("registration_replaced", incarnation=member.incarnation)
-        self._links[member.id] = (member, link)
-        self._compact_records.put(member)
+        self._links[member.id] = link
         self._broadcast(joined)  # schedules the flush
         snapshot_sent = self._joining[link] = asyncio.get_running_loop().create_future()
         link.log.info(
@@ -254,8 +260,6 @@ class DistributorServer:
         if joined is None:  # not newer: reordered or repeated, never applied
             link.log.info("update_ignored", incarnation=member.incarnation)
             return registered
-        self._links[member.id] = (member, link)
-        self._compact_records.put(member)
         self._broadcast(joined)
         link.log.info(
             "member_updated",
@@ -268,12 +272,10 @@ class DistributorServer:
         return member
 
     def _unregister(self, member: Member, link: Link, end: LinkEnd | None) -> None:
-        if self._links.get(member.id, (None, None))[1] is link:
+        if self._links.get(member.id) is link:
             del self._links[member.id]
         reason = end.reason if end else EndReason.CLOSED
         left = self.registry.unregister(member, reason)
-        if left is not None:
-            self._compact_records.remove(member.id)
         if left is not None and not self._stopping:
             self._broadcast(left)
             self.stats.departures[reason] += 1

@@ -106,7 +106,10 @@ async def serve(config: GatewayConfig, lag: LoopLag, stop: asyncio.Event) -> Non
     gateway = Gateway()
     host = config.node.http_host
     runner = await listen_or_fail(
-        "the gateway", start_http(gateway.app(), host, config.port), join_address(host, config.port)
+        "the gateway",
+        # its users may be web pages of any origin, on purpose: no cross-origin refusal
+        start_http(gateway.app(), host, config.port, refuse_cross_origin=False),
+        join_address(host, config.port),
     )
     log.info("gateway_listening", address=join_address(host, int(runner.addresses[0][1])))
     leave = asyncio.Event()

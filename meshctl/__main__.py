@@ -217,7 +217,8 @@ class Context:
         self.node = getattr(args, "node", None) or env.get("MESH_NODE_URL") or DEFAULT_NODE
         # tables are not padded: a wide console only stops a pipe's output wrapping at 80
         wide = None if sys.stdout.isatty() or env.get("COLUMNS") else 200
-        self.out = Console(width=wide, soft_wrap=False)
+        # markup off: nothing printed here is ours to style by markup; server strings are data
+        self.out = Console(width=wide, soft_wrap=False, markup=False)
 
     def distributor(self) -> Client:
         return Client(base_url(self.url, "--url"), self.token, "distributor", "--url")

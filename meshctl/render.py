@@ -49,6 +49,18 @@ def age(since: Any, now: float) -> str:
     return f"{days}d{hours:02d}h"
 
 
+def plain(value: Any) -> Text:
+    """A cell: the value's text exactly as the server sent it (a name like `[/x]` or
+    `[link=...]` is data, never rich markup)."""
+    return Text("" if value is None else str(value))
+
+
+def add_row(table: Table, *cells: Any) -> None:
+    """A row whose cells are all plain text (a Text keeps its style); a str given to
+    rich's own add_row would be parsed as markup."""
+    table.add_row(*(cell if isinstance(cell, Text) else plain(cell) for cell in cells))
+
+
 def short(member_id: Any) -> str:
     return str(member_id)[:SHORT_ID] if member_id is not None else ""
 
@@ -78,7 +90,8 @@ def members_table(members: Iterable[Mapping[str, Any]], now: float) -> Table:
     for m in members:
         draining = Text("draining", style="yellow") if m.get("draining") else Text("")
         since = m.get("connected_since")
-        table.add_row(
+        add_row(
+            table,
             str(m.get("name", "")),
             short(m.get("id")),
             str(m.get("address", "")),
@@ -111,12 +124,13 @@ def services_view(doc: Mapping[str, Any]) -> RenderableType:
         table.add_column(column, justify="right")
     table.add_column("tags")
     for name, info in services.items():
-        table.add_row(
-            Text(str(name)),
-            Text(str(info.get("members", ""))),
-            Text(str(info.get("instances", ""))),
-            Text(str(info.get("passing", ""))),
-            Text(_listing(info.get("tags"))),
+        add_row(
+            table,
+            name,
+            info.get("members", ""),
+            info.get("instances", ""),
+            info.get("passing", ""),
+            _listing(info.get("tags")),
         )
     return titled(f"{plural(len(services), 'service')} · {where}", table)
 
@@ -132,13 +146,14 @@ def instances_table(instances: Iterable[Mapping[str, Any]]) -> Table:
         table.add_column(column, no_wrap=column in ("address", "node id"))
     for i in instances:
         health = str(i.get("health", ""))
-        table.add_row(
-            Text(str(i.get("id", ""))),
-            Text(f"{i.get('address', '')}:{i.get('port', '')}"),
+        add_row(
+            table,
+            i.get("id", ""),
+            f"{i.get('address', '')}:{i.get('port', '')}",
             Text(health, style=HEALTH_STYLES.get(health, "")),
-            Text(_listing(i.get("tags"))),
-            Text(str(i.get("node", ""))),
-            Text(short(i.get("member"))),
+            _listing(i.get("tags")),
+            i.get("node", ""),
+            short(i.get("member")),
         )
     return table
 
@@ -170,7 +185,8 @@ def links_view(doc: Mapping[str, Any], now: float) -> RenderableType:
     for column in ("from", "to", "state", "since", "for"):
         table.add_column(column, no_wrap=True)
     for link in broken:
-        table.add_row(
+        add_row(
+            table,
             _who(link.get("from_name"), link.get("from")),
             _who(link.get("to_name"), link.get("to")),
             _state(link.get("state", "")),
@@ -198,7 +214,8 @@ def status_view(doc: Mapping[str, Any], now: float) -> RenderableType:
     for column in ("address", "state", "for", "attempts", "last error"):
         distributors.add_column(column, no_wrap=column != "last error")
     for d in doc["distributors"]:
-        distributors.add_row(
+        add_row(
+            distributors,
             str(d.get("address", "")),
             _state(d.get("state", "")),
             age(d.get("since"), now),
@@ -212,7 +229,8 @@ def status_view(doc: Mapping[str, Any], now: float) -> RenderableType:
         peers.add_column(column, no_wrap=column in ("id", "address", "for"))
     for p in doc["peers"]:
         record = records.get(p.get("id"), {})
-        peers.add_row(
+        add_row(
+            peers,
             str(p.get("name", "")),
             short(p.get("id")),
             str(p.get("address", "")),

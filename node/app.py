@@ -153,13 +153,14 @@ class Node:
 
         Everything is checked before anything changes (ValueError says what is wrong,
         and nothing is half-applied). As memberlist's UpdateNode: a new incarnation, sent
-        to the distributors as an update and to the peers as our own record.
+        to the distributors as an update and to the peers as our own record; a record
+        that comes out as it was is returned as it is, announced to no one.
         """
         if draining is not None and not isinstance(draining, bool):
             raise ValueError("draining must be true or false")
+        current = self.member
         new = replace(
-            self.member,
-            incarnation=self.incarnation + 1,
+            current,
             services=self.services
             if services is None
             else labels(services, "services", MAX_SERVICES),
@@ -167,6 +168,9 @@ class Node:
             meta=self.meta if meta is None else meta_pairs(meta),
             draining=self.draining if draining is None else draining,
         )
+        if new == current:  # nothing changed: no new incarnation, nothing to announce
+            return current
+        new = replace(new, incarnation=self.incarnation + 1)
         check_record_size(new)
         self.services, self.tags, self.meta, self.draining = (
             new.services,

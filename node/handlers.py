@@ -21,11 +21,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import structlog
 
 from node.errors import RequestFailed, UnknownMethod
-from shared.wire import MAX_METHOD, MAX_TEXT, Member
+from shared.framing import encode_frame
+from shared.wire import MAX_METHOD, MAX_TEXT, FrameTooLarge, Member, Response, encode
 
 log = structlog.get_logger()
 
@@ -33,6 +33,9 @@ log = structlog.get_logger()
 Handler = Callable[[Any, Member], Any]
 # what goes back to the caller: (result, None) or (None, error in a few words)
 Answer = tuple[Any, str | None]
+# a local answer's frame is never sent; its id is as long as a busy link's, so that a
+# result near the cap is judged as it would be from a peer
+LOCAL_REQUEST_ID = 10**9
 
 
 class Handlers:
@@ -69,19 +72,16 @@ class Handlers:
             return None, failure(method, exc)
 
     async def answer(self, method: str, body: Any, caller: Member, max_result: int) -> Answer:
-        """What goes back to a caller: the handler's result, checked to be JSON of at most
-        `max_result` bytes (as the mesh checks it when it encodes the response)."""
+        """What goes back to a local caller: the handler's result, checked by
+        response_frame as a peer's answer is, against a frame cap of `max_result`."""
         try:
             result = await self.call(method, body, caller)
         except Exception as exc:
             return None, failure(method, exc)
-        try:
-            size = len(orjson.dumps(result))
-        except TypeError as exc:
-            return None, not_json(exc)
-        if size > max_result:
-            return None, over_cap(size)
-        return result, None
+        # the same check as for a peer's request, on the frame it would go back in: an
+        # answer that fails from another node fails here too
+        _, error = response_frame(LOCAL_REQUEST_ID, result, None, max_result)
+        return (None, error) if error is not None else (result, None)
 
 
 def failure(method: str, exc: Exception) -> str:
@@ -91,6 +91,22 @@ def failure(method: str, exc: Exception) -> str:
         return clip(str(exc))
     log.warning("handler_raised", method=method, error=repr(exc))
     return clip(f"handler raised {type(exc).__name__}: {exc}")
+
+
+def response_frame(
+    request_id: int, result: Any, error: str | None, max_frame: int
+) -> tuple[bytes, str | None]:
+    """The one check of an answer, for a peer's request and a local one alike: its
+    response frame (encoded once), and its error. A result that is not JSON, or whose frame
+    is over the cap, becomes an error frame instead (never an oversize frame: the peer
+    would drop the link)."""
+    try:
+        return encode_frame(Response(request_id, result, error), max_frame), error
+    except FrameTooLarge:
+        error = over_cap(len(encode(Response(request_id, result))))
+    except TypeError as exc:  # orjson's JSONEncodeError is one
+        error = not_json(exc)
+    return encode_frame(Response(request_id, error=error)), error
 
 
 def not_json(exc: TypeError) -> str:

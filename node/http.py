@@ -19,7 +19,13 @@ from shared.wire import LABEL, MAX_DEPTH, json_object, nests_too_deeply
 
 MAX_TIMEOUT = 300.0
 SELF_FIELDS = ("services", "tags", "meta", "draining")  # what PUT /v1/self may change
-DATACENTER = "dc1"  # Consul's default; MESH_DATACENTER comes with the Consul view
+SELF_FIELD_TYPES = {"services": list, "tags": list, "meta": dict, "draining": bool}
+SELF_FIELD_WORDS = {
+    "services": "a list of names",
+    "tags": "a list of names",
+    "meta": "an object of strings",
+    "draining": "true or false",
+}
 
 
 class Call(NamedTuple):
@@ -103,6 +109,11 @@ def make_app(node: Node) -> web.Application:
         unknown = sorted(set(doc) - set(SELF_FIELDS))
         if unknown:
             raise BadRequest(f"unknown field {unknown[0]!r}: give {', '.join(SELF_FIELDS)}")
+        for field, value in doc.items():
+            # JSON's own types: null is no "keep" (leave the field out for that), and an
+            # object is no list of names (the record's checks would take its keys)
+            if not isinstance(value, SELF_FIELD_TYPES[field]):
+                raise BadRequest(f"{field} must be {SELF_FIELD_WORDS[field]}, not {value!r:.80}")
         try:
             record = node.update_self(**doc)
         except ValueError as exc:  # a field's value: the record's own checks say what
@@ -125,7 +136,7 @@ def make_app(node: Node) -> web.Application:
         return web.Response(status=200)
 
     async def agent_services(request: web.Request) -> web.Response:
-        return json_response(node.agent.services_view(node.advertise_host, DATACENTER))
+        return json_response(node.agent.services_view(node.advertise_host, node.config.datacenter))
 
     async def agent_checks(request: web.Request) -> web.Response:
         return json_response(node.agent.checks_view(node.name))

@@ -30,7 +30,7 @@ from node.errors import (
     RequestTooLarge,
     TooManyInFlight,
 )
-from node.handlers import Handlers, failure, not_json, over_cap
+from node.handlers import Handlers, failure, response_frame
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
 from node.metrics import OTHER, NodeStats
@@ -55,7 +55,6 @@ from shared.wire import (
     Request,
     Response,
     SyncRequest,
-    encode,
 )
 
 log = structlog.get_logger()
@@ -419,15 +418,7 @@ class Mesh:
         """Send the response, and count it. Its frame is encoded once: a result that is not
         JSON, or over the frame cap, is found there and answered with an error instead
         (never an oversize frame: the peer would drop the link)."""
-        try:
-            data = encode_frame(Response(request.id, result, error), self.tuning.max_frame)
-        except FrameTooLarge:
-            size = len(encode(Response(request.id, result)))
-            error = over_cap(size)
-            data = encode_frame(Response(request.id, error=error))
-        except TypeError as exc:  # orjson's JSONEncodeError is one
-            error = not_json(exc)
-            data = encode_frame(Response(request.id, error=error))
+        data, error = response_frame(request.id, result, error, self.tuning.max_frame)
         method = request.method
         label = method if method in self.handlers else OTHER
         self.stats.handled[label, "ok" if error is None else "error"] += 1

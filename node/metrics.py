@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import bisect
 import collections
-from collections.abc import Container, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Container, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -46,7 +46,10 @@ from shared.metrics import (
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from node.app import Node
+    from node.linkstatus import LinkStatus
+    from node.membership import Cap
+    from shared.looplag import LoopLag
+    from shared.wire import Member
 
 MAX_METHODS = 64  # distinct method labels; beyond, `other`
 OTHER = "other"
@@ -129,10 +132,48 @@ class NodeStats:
         return OTHER
 
 
+# What the collector reads of a node (node.app.Node is one), and no more: this module
+# need not know the Node, which itself holds a NodeStats from here.
+
+
+class HasStatus(Protocol):
+    status: LinkStatus
+
+
+class MembershipView(Protocol):
+    caps: tuple[Cap, ...]
+
+    def members(self) -> list[Member]: ...
+
+
+class MeshView(Protocol):
+    @property
+    def peers(self) -> Mapping[str, HasStatus]: ...
+
+
+class RegistrarView(Protocol):
+    @property
+    def distributors(self) -> Sequence[HasStatus]: ...
+
+
+class ObservedNode(Protocol):
+    stats: NodeStats
+    lag: LoopLag
+
+    @property
+    def membership(self) -> MembershipView: ...
+
+    @property
+    def mesh(self) -> MeshView: ...
+
+    @property
+    def registrar(self) -> RegistrarView: ...
+
+
 class NodeCollector:
     """A node's families, made from its state and counters at scrape time."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ObservedNode) -> None:
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -240,6 +281,6 @@ def _by_method(name: str, help_text: str, counts: dict[tuple[str, str], int]) ->
     return family
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ObservedNode) -> None:
     """GET /metrics."""
     add_route(app, NodeCollector(node))

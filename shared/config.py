@@ -111,7 +111,7 @@ def add_common_flags(
     parser.add_argument(
         "--http-token-file",
         metavar="PATH",
-        help="HTTP bearer token for every endpoint but /healthz "
+        help="HTTP bearer token for every endpoint but the probes /healthz and /readyz "
         "(env MESH_HTTP_TOKEN_FILE or MESH_HTTP_TOKEN)",
     )
 
@@ -244,6 +244,7 @@ class Tuning:
     max_frame: int = 1024 * 1024  # frame cap in bytes
     max_connections: int = 1024  # concurrent connections still in the handshake
     max_members: int = 10000  # distributor capacity
+    max_watchers: int = 4096  # blocking queries and event streams held at once; beyond, 429
     # on SIGTERM, how long a node stays draining (routed requests go elsewhere) before it
     # leaves; 0: it leaves at once
     drain_seconds: float = field(default=0.0, metadata={"zero": True})

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -74,10 +75,52 @@ def bearer_token_required(check_token: TokenCheck) -> Any:
     return check
 
 
+def _origin_of(url: URL) -> tuple[str, str, int | None] | None:
+    if not url.absolute or url.host is None:
+        return None
+    return url.scheme.lower(), url.host.lower(), url.port
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether the request's `Origin` header, if any, names the origin it was sent to:
+    http (the API has no TLS) and its Host header. No Origin (curl, Prometheus, py-consul)
+    is same-origin; `Origin: null` (a sandboxed frame, a file) or one that does not parse
+    is not."""
+    given = request.headers.get("Origin")
+    if given is None:
+        return True
+    host = request.headers.get("Host")
+    if host is None:
+        return False
+    try:
+        origin, own = _origin_of(URL(given.strip())), _origin_of(URL(f"http://{host.strip()}"))
+    except ValueError:
+        return False
+    return origin is not None and origin == own
+
+
+@web.middleware
+async def same_origin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """403 for a request a browser sent from another origin's page: a web page the operator
+    visits must not drive the API (POST /v1/request, PUT /v1/self), with or without the
+    token's cookie. First of the middlewares: before the token check and its login form."""
+    if same_origin(request):
+        return await handler(request)
+    return json_response({"error": "cross-origin requests are refused"}, 403)
+
+
 async def start_http(
-    app: web.Application, host: str, port: int, token: str | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    token: str | None = None,
+    refuse_cross_origin: bool = True,
 ) -> web.AppRunner:
+    """Serve `app` with /healthz, the token (when set) and, unless `refuse_cross_origin` is False
+    (a user-facing port that web pages may call on purpose), the cross-origin refusal."""
     app.router.add_get("/healthz", healthz)
+    if refuse_cross_origin:
+        app.middlewares.insert(0, same_origin_only)
     if token is not None:
         app[TOKEN_CHECK] = check = TokenCheck(token)
         app.middlewares.append(bearer_token_required(check))

@@ -52,32 +52,49 @@ class Listener:
         self._serve = serve
         self._handshaking = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._socket: socket.socket | None = None
-        self._accept_again: asyncio.TimerHandle | None = None  # after a failed accept
+        self._sockets: list[socket.socket] = []  # one per address the host resolves to
+        self._accept_again: list[asyncio.TimerHandle] = []  # after a failed accept
 
     async def start(self, host: str, port: int) -> int:
-        """Listen (on the first address `host` resolves to); returns the bound port."""
+        """Listen on every address `host` resolves to (`localhost`: 127.0.0.1 and ::1, say),
+        all on one port; returns that port (the kernel's pick for port 0, taken by the
+        first address, then asked of the others)."""
         loop = asyncio.get_running_loop()
-        family, *_, address = (
-            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        )[0]
-        # a burst of dials (a storm of joins) waits in the kernel, not a 1 s SYN retry
-        self._socket = socket.create_server(
-            address, family=family, backlog=self.tuning.max_connections
+        resolved = await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        self._socket.setblocking(False)
-        loop.add_reader(self._socket.fileno(), self._accept_pending, self._socket)
-        return int(self._socket.getsockname()[1])
+        # one socket an address: a name listed twice (/etc/hosts) resolves to it twice
+        addresses = dict.fromkeys((family, address[:2]) for family, *_, address in resolved)
+        try:
+            for family, (ip, _) in addresses:
+                bound = int(self._sockets[0].getsockname()[1]) if self._sockets else port
+                # a burst of dials (a storm of joins) waits in the kernel, not a 1 s SYN
+                # retry; an IPv6 socket is IPv6 only, beside an IPv4 one on the same port
+                listening = socket.create_server(
+                    (ip, bound), family=family, backlog=self.tuning.max_connections
+                )
+                self._sockets.append(listening)
+                listening.setblocking(False)
+                loop.add_reader(listening.fileno(), self._accept_pending, listening)
+        except OSError:
+            self._close_sockets()
+            raise
+        return int(self._sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._accept_again is not None:
-            self._accept_again.cancel()
-        if self._socket is not None:
-            asyncio.get_running_loop().remove_reader(self._socket.fileno())
-            self._socket.close()
+        for retry in self._accept_again:
+            retry.cancel()
+        self._close_sockets()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _close_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listening in self._sockets:
+            loop.remove_reader(listening.fileno())
+            listening.close()
+        self._sockets.clear()
 
     def _accept_pending(self, listening: socket.socket) -> None:
         # at most a backlog's worth, so a flood of dials cannot hold the loop
@@ -94,8 +111,12 @@ class Listener:
                 log.warning("accept_failed", error=repr(exc), retry_in=ACCEPT_RETRY)
                 loop, fd = asyncio.get_running_loop(), listening.fileno()
                 loop.remove_reader(fd)
-                self._accept_again = loop.call_later(
-                    ACCEPT_RETRY, loop.add_reader, fd, self._accept_pending, listening
+                # the handles still to fire (one per socket that failed, not one per failure)
+                self._accept_again = [h for h in self._accept_again if h.when() > loop.time()]
+                self._accept_again.append(
+                    loop.call_later(
+                        ACCEPT_RETRY, loop.add_reader, fd, self._accept_pending, listening
+                    )
                 )
                 return
             sock.setblocking(False)

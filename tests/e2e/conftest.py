@@ -17,6 +17,25 @@ import subprocess
 import pytest
 from e2e_harness import ROOT, compose_project
 
+# pytest-timeout's limit for each e2e test (pyproject's 300 s is for the others): the first
+# test of a module also builds the image and brings its compose project or swarm stack up
+# (a swarm stack may wait 900 s for its services), and chaos runs MESH_CHAOS_SECONDS
+E2E_TIMEOUT = 1800
+CHAOS_SET_UP_AND_CHECKS = 1200  # beside the chaos run itself
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    chaos_seconds = float(os.environ.get("MESH_CHAOS_SECONDS") or 180)
+    for item in items:
+        if "tests/e2e/" not in item.nodeid.replace(os.sep, "/") or item.get_closest_marker(
+            "timeout"
+        ):
+            continue
+        limit = E2E_TIMEOUT
+        if item.module is not None and item.module.__name__.endswith("test_chaos"):
+            limit = max(E2E_TIMEOUT, chaos_seconds + CHAOS_SET_UP_AND_CHECKS)
+        item.add_marker(pytest.mark.timeout(limit))
+
 
 def _unavailable(why: str) -> None:
     if os.environ.get("MESH_REQUIRE_DOCKER") == "1":

@@ -131,12 +131,17 @@ elif mode == "requests":
 # --- the engine in swarm mode ------------------------------------------------------------
 
 
+class DockerCliFailed(RuntimeError):
+    """A `docker` command exited non-zero. Not a NotYet: wait_until lets it through at
+    once (it was an AssertionError, retried until the timeout and reported as one)."""
+
+
 def docker_cli(*args: str, timeout: float = 120, check: bool = True) -> str:
     result = subprocess.run(
         ["docker", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
     if check and result.returncode != 0:
-        raise AssertionError(
+        raise DockerCliFailed(
             f"docker {' '.join(args[:4])} ... failed ({result.returncode}): "
             f"{(result.stderr or result.stdout).strip()}"
         )
@@ -171,11 +176,14 @@ def swarm(docker_client) -> Iterator[None]:
         made_bridge = not docker_client.networks.list(names=["docker_gwbridge"])
         SWARM_MARK.parent.mkdir(parents=True, exist_ok=True)
         SWARM_MARK.write_text(json.dumps({"pid": os.getpid(), "gwbridge_made": made_bridge}))
-        init = subprocess.run(["docker", "swarm", "init"], capture_output=True, text=True)
+        # a task history long enough that no stopped task of this module's tests is pruned
+        # before test_stopped_tasks_left_cleanly reads its exit code
+        init_args = ["docker", "swarm", "init", "--task-history-limit", "100"]
+        init = subprocess.run(init_args, capture_output=True, text=True)
         if init.returncode != 0 and "advertise" in init.stderr:
             # several addresses to choose from: a single-node swarm needs none of them
             init = subprocess.run(
-                ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+                [*init_args, "--advertise-addr", "127.0.0.1"],
                 capture_output=True,
                 text=True,
             )
@@ -313,6 +321,9 @@ class Stack:
         return statuses
 
     def wait_until(self, condition: Callable[[], Any], what: str, timeout: float = DEADLINE):
+        """Until `condition()` gives a true value. NotYet and the errors of a cluster on its
+        way (a connection refused, a task gone) are retried; a failed `docker` command
+        (DockerCliFailed) ends the wait at once, with its own message."""
         end = time.monotonic() + timeout
         last: Any = None
         while True:
@@ -623,6 +634,10 @@ def test_rolling_update_keeps_mesh_and_requests(stack):
     requests = stack.open_probe("requests", "goods")
     try:
         time.sleep(2)  # requests flowing before the update starts
+        # the tasks the update replaces: test_stopped_tasks_left_cleanly checks each one
+        stack.notes["replaced"] = [
+            t["ID"] for t in stack.tasks("node") if t["DesiredState"] == "running"
+        ]
         t0 = time.monotonic()
         docker_cli(
             "service", "update", "--detach", "--env-add", "MESH_TAGS=rolled", stack.service("node")
@@ -689,13 +704,28 @@ def test_the_k8s_prestop_hook_drains_a_node(stack):
 def test_stopped_tasks_left_cleanly(stack):
     """Every node task that swarm stopped (scale down, rolling update) exited 0: it drained
     and left within its grace period; the only failed one is the container we killed."""
-    failed = []
-    for task in stack.tasks("node"):
+    # not vacuous: the tasks the rolling update replaced must still be listed (swarm keeps
+    # a task history of 5 a slot by default; the swarm we enter keeps 100), each stopped
+    replaced = stack.notes.get("replaced")
+    assert replaced, (
+        "no replaced tasks recorded: test_rolling_update_keeps_mesh_and_requests runs first"
+    )
+    tasks = stack.tasks("node")
+    listed = {task["ID"]: task for task in tasks}
+    missing = [task_id for task_id in replaced if task_id not in listed]
+    assert not missing, f"swarm pruned the replaced tasks {missing}: their exits cannot be checked"
+    assert all(listed[t]["Status"]["State"] not in ("running", "starting") for t in replaced)
+    failed, checked = [], 0
+    for task in tasks:
         status = task["Status"]
         code = status.get("ContainerStatus", {}).get("ExitCode")
         container = status.get("ContainerStatus", {}).get("ContainerID")
-        if status["State"] in ("running", "starting") or code in (None, 0):
+        if status["State"] in ("running", "starting"):
+            continue
+        checked += 1
+        if code == 0:
             continue
         if container != stack.notes.get("killed"):
             failed.append((task["Slot"], status["State"], code, status.get("Err")))
+    assert checked >= len(replaced), (checked, replaced)
     assert not failed, f"node tasks that did not leave cleanly: {failed}{stack.see()}"

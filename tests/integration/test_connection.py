@@ -322,3 +322,42 @@ async def test_an_eof_ends_a_receive_before_serve_as_closed_even_with_writes_bac
             await link.receive(loop.time() + 2.0)
         # not a timeout at the deadline, as if the peer had gone silent
         assert ended.value.end.reason == "closed"
+
+
+async def test_the_listener_listens_on_every_address_its_host_resolves_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host name of two addresses (localhost: 127.0.0.1 and ::1, say) is reachable on
+    both, on one port: a dialler may try either."""
+    loop = asyncio.get_running_loop()
+    resolve = loop.getaddrinfo
+
+    async def two_addresses(host: Any, port: Any, **kwargs: Any) -> Any:
+        if host != "two.test":
+            return await resolve(host, port, **kwargs)
+        first = await resolve("127.0.0.1", port, **kwargs)
+        second = await resolve("127.0.0.2", port, **kwargs)  # loopback too, on Linux
+        return first + second + first  # a name listed twice is bound once
+
+    monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+    served: list[str] = []
+
+    async def serve(_link: Link, peer: Hello) -> None:
+        served.append(peer.name)
+
+    listener = Listener(TUNING, LoopLag(), lambda: hello("b"), serve)
+    port = await listener.start("two.test", 0)
+    try:
+        for address in ("127.0.0.1", "127.0.0.2"):
+            client = await open_link(address, port, TUNING, LoopLag())
+            try:
+                async with asyncio.timeout(5):
+                    await client.handshake(hello(address[-1]), dialer=True)
+            finally:
+                client.abort()
+        async with asyncio.timeout(5):
+            while len(served) < 2:  # noqa: ASYNC110 (served is a plain list)
+                await asyncio.sleep(0.01)
+        assert sorted(served) == ["1", "2"]
+    finally:
+        await listener.stop()

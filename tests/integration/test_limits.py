@@ -73,8 +73,24 @@ def test_past_max_members_a_hello_is_refused_with_an_error_frame(make_cluster):
     )
     assert registered_ids(distributor) == set(ids.values())
     assert full_mesh(nodes) == ids
+    wait_for("more refusals", lambda: status(third)["distributors"][0]["attempts"] >= 4)
+    # one warning for the episode, not a line per refused attempt
+    assert full_refusals_logged(distributor) == [("limit_reached", "warning")]
     nodes[1].kill()  # a place frees up: the third gets in by itself
     wait_for(
         "the third node registers in the freed place",
         lambda: status(third)["id"] in registered_ids(distributor),
     )
+    fourth = cluster.node("d")  # full again: a new episode, warned once more
+    wait_for("d is refused", lambda: status(fourth)["distributors"][0]["attempts"] >= 3)
+    assert full_refusals_logged(distributor) == [("limit_reached", "warning")] * 2
+
+
+def full_refusals_logged(distributor) -> list[tuple[str, str]]:
+    """(event, level) of every log line about a registration refused as full."""
+    return [
+        (line["event"], line["level"])
+        for line in distributor.logs()
+        if line.get("event") == "limit_reached"
+        or (line.get("event") == "registration_refused" and line.get("code") == "full")
+    ]

@@ -116,7 +116,12 @@ def test_records_and_updates_reach_every_node_and_the_distributor(make_cluster) 
     )
 
     # back in rotation, and a distributor restart in between keeps the newest record
-    http("PUT", a.http_port, "/v1/self", {"draining": False, "services": ["goods", "extra"]})
+    code, doc = http(
+        "PUT", a.http_port, "/v1/self", {"draining": False, "services": ["goods", "extra"]}
+    )
+    assert code == 200, doc
+    assert (doc["incarnation"], doc["draining"]) == (incarnation + 2, False)
+    assert doc["services"] == ["goods", "extra"] and doc["tags"] == ["v2", "canary"]  # kept
     distributor.kill()
     distributor = cluster.distributor()
     wait_for(
@@ -261,6 +266,40 @@ def test_sigterm_drains_then_leaves(make_cluster) -> None:
     assert took >= 2, took  # it drained first
     wait_for("it left", lambda: ids["leaver"] not in registered_ids(distributor))
     assert ids["leaver"] not in {m["id"] for m in status(stayer)["members"]}
+
+
+def test_sigterm_drain_moves_routed_requests_away(make_cluster) -> None:
+    """While a node drains after SIGTERM (MESH_DRAIN_SECONDS), requests by service go to
+    the other providers; a request by member still reaches it until it leaves."""
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    leaver = cluster.node("leaver", env={"MESH_DRAIN_SECONDS": "8"}, extra=["--service", "goods"])
+    stayer = cluster.node("stayer", extra=["--service", "goods"])
+    client = cluster.node("client")
+    ids = wait_for("a full mesh", lambda: full_mesh([leaver, stayer, client]))
+
+    def served_by() -> set[str | None]:
+        return {post(client.http_port, {"service": "goods", "method": "ping"})[2] for _ in range(6)}
+
+    wait_for("both providers serve", lambda: served_by() == {ids["leaver"], ids["stayer"]})
+    started = time.monotonic()
+    leaver.signal(signal.SIGTERM)
+    wait_for(
+        "the client sees the leaver draining",
+        lambda: any(
+            m["draining"]
+            for m in http("GET", client.http_port, "/v1/services/goods")[1]["members"]
+            if m["id"] == ids["leaver"]
+        ),
+    )
+    holds(
+        "routed requests go to the stayer only",
+        lambda: served_by() == {ids["stayer"]},
+        seconds=2,
+    )
+    assert post(client.http_port, {"to": ids["leaver"], "method": "ping"})[:2] == (200, {})
+    assert time.monotonic() - started < 8, "the checks ran past the drain: nothing was shown"
+    assert leaver.popen.wait(timeout=30) == 0
 
 
 def test_readiness(make_cluster) -> None:

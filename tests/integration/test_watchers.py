@@ -67,13 +67,18 @@ class BlockingLoop(Follower):
         self.http_port = http_port
         self.answers = 0
         self.woken = 0  # answers with a newer version than asked for
+        # each blocking answer: (seconds it took, whether it brought a newer version)
+        self.blocked: list[tuple[float, bool]] = []
 
     def follow(self) -> None:
         index, epoch = -1, ""
         while self.target is None or index < self.target:
             # the first answer at once, then each one once the version passes the last
             query = f"?index={index}&epoch={epoch}&wait=1s" if epoch else ""
+            asked = time.monotonic()
             doc, headers = get_members(self.http_port, query)
+            if query:
+                self.blocked.append((time.monotonic() - asked, doc["version"] > index))
             assert headers["X-Mesh-Index"] == str(doc["version"]), headers
             assert headers["X-Mesh-Epoch"] == doc["epoch"]
             assert doc["version"] >= index, (doc["version"], index)  # same epoch: never back
@@ -313,7 +318,13 @@ def test_watchers_follow_a_storm_of_joins_and_leaves(make_cluster, record_figure
         for before, behind, first in events.resumes:
             assert behind >= 1, events.resumes  # it missed events while away
             assert first == before + 1, events.resumes  # and got them, from the next one
-        assert blocking.woken > 1
+        # the loop followed the storm by being woken (at least once: it got from its first
+        # answer to the final version), and a blocking query never answered early without
+        # a change: one that brought the same version had waited its whole 1 s
+        assert sum(woke for _, woke in blocking.blocked) >= 1
+        assert blocking.version == final["version"]
+        early_without_a_change = [t for t, woke in blocking.blocked if not woke and t < 0.95]
+        assert early_without_a_change == [], blocking.blocked
     finally:
         for node in opened:
             node.__exit__(None, None, None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +17,7 @@ from shared.config import (
     port_number,
     split_address,
 )
+from shared.http import OPEN_PATHS
 from tests.unit.test_wire import GOOD_ADDRESSES
 
 DEFAULTS = {
@@ -30,6 +33,7 @@ DEFAULTS = {
     "max_frame": 1048576,
     "max_connections": 1024,
     "max_members": 10000,
+    "max_watchers": 4096,  # MESH_MAX_WATCHERS: blocking queries and event streams
     "drain_seconds": 0.0,
     "gateway_timeout": 30.0,
     "dns_ttl": 0,
@@ -63,6 +67,7 @@ def test_overrides() -> None:
             "MESH_MAX_FRAME": "65536",
             "MESH_MAX_CONNECTIONS": "20000",
             "MESH_MAX_MEMBERS": "3",
+            "MESH_MAX_WATCHERS": "7",
             "MESH_DRAIN_SECONDS": "0",  # 0 is allowed here: no drain
             "MESH_GATEWAY_TIMEOUT": "12",
             "MESH_DNS_TTL": "0",  # and here: answers are not cached
@@ -81,6 +86,7 @@ def test_overrides() -> None:
         "max_frame": 65536,
         "max_connections": 20000,
         "max_members": 3,
+        "max_watchers": 7,
         "drain_seconds": 0.0,
         "gateway_timeout": 12.0,
         "dns_ttl": 0,
@@ -254,3 +260,19 @@ def test_tls_is_off_without_its_variables() -> None:
 def test_a_tls_set_up_that_cannot_work_says_why(env: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Tls.from_env(env)
+
+
+@pytest.mark.parametrize("program", ["distributor", "node"])
+def test_the_token_help_names_every_open_path(program: str) -> None:
+    """--http-token-file's help says which endpoints stay open: the probes, all of them."""
+    done = subprocess.run(
+        [sys.executable, "-m", program, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # the flag's own entry: from its line to the next flag's
+    entry = done.stdout.split("\n  --http-token-file PATH", 1)[1].split("\n  --", 1)[0]
+    for path in OPEN_PATHS:
+        assert path in entry, entry

@@ -17,21 +17,21 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from distributor.events import STREAM_BUFFER, STREAM_PIECE
 from distributor.http import (
     DEFAULT_WAIT,
     MAX_WAIT,
     WATCHERS,
     BadQuery,
-    Watchers,
     make_app,
     parse_blocking,
     parse_wait,
 )
 from distributor.registry import HISTORY, Registry
-from distributor.watch import VersionWatch
+from distributor.watch import VersionWatch, Watchers
 from shared.wire import RECORD_FIELDS, Member
 
 EPOCH = "epoch-1"
@@ -90,9 +90,13 @@ async def until(predicate: Callable[[], bool]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(keepalive: float = 15.0, write_timeout: float = 30.0) -> AsyncIterator[Api]:
+async def serve(
+    keepalive: float = 15.0, write_timeout: float = 30.0, max_watchers: int = 4096
+) -> AsyncIterator[Api]:
     registry, watch = Registry(EPOCH), VersionWatch()
-    app = make_app(registry, watch, keepalive=keepalive, write_timeout=write_timeout)
+    app = make_app(
+        registry, watch, keepalive=keepalive, write_timeout=write_timeout, max_watchers=max_watchers
+    )
     async with TestClient(TestServer(app)) as client:
         yield Api(registry, watch, client, app[WATCHERS])
 
@@ -671,3 +675,113 @@ async def test_shutdown_ends_streams(api: Api) -> None:
     with pytest.raises(EOFError):
         await stream.next()
     assert api.watchers.streams == 0
+
+
+# -- floods: watchers capped, slow readers bounded ---------------------------------------
+
+
+async def test_watchers_over_the_cap_are_refused_at_once() -> None:
+    async with serve(max_watchers=3) as api:
+        api.join(1)
+        parked = [
+            asyncio.create_task(api.get(f"/v1/members?index=1&wait={30 + i}")) for i in range(2)
+        ]
+        await api.until_parked(2)
+        stream = await open_stream(api)
+        assert (api.watchers.parked, api.watchers.streams) == (2, 1)
+
+        # a fourth of either kind: 429 at once, not parked, not streamed
+        for path in ("/v1/members?index=1", "/v1/services?index=1", "/v1/services/x?index=1"):
+            async with asyncio.timeout(2):
+                status, doc, _ = await api.get(path)
+            assert status == 429 and "MESH_MAX_WATCHERS" in doc["error"]
+        async with asyncio.timeout(2):
+            resp = await api.client.get("/v1/events")
+        assert resp.status == 429 and "MESH_MAX_WATCHERS" in (await resp.json())["error"]
+        # a query that does not wait is no watcher: answered as ever
+        assert (await api.get("/v1/members"))[0] == 200
+        assert (await api.get("/v1/members?index=0"))[0] == 200  # already passed
+        assert (api.watchers.parked, api.watchers.streams) == (2, 1)
+
+        # one ends: there is room again
+        stream.resp.close()
+        api.join(2)  # wakes the parked queries and the stream, which finds its client gone
+        for task in parked:
+            assert (await task)[0] == 200
+        await until(lambda: api.watchers.streams == 0)
+        reopened = await open_stream(api)
+        assert (await reopened.event())["event"] == "snapshot"
+
+
+async def test_a_backlog_is_written_in_bounded_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream 1,000 events behind does not put them all in its buffers at once: each
+    write is at most a piece, and what the server holds for the client stays bounded."""
+    writes: list[int] = []
+    held: list[int] = []
+    original = web.StreamResponse.write
+
+    async def recording_write(self: web.StreamResponse, data: bytes) -> None:
+        transport = self._req.transport if self._req is not None else None  # type: ignore[attr-defined]
+        if transport is not None and not writes:  # the kernel must not take the backlog
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        writes.append(len(data))
+        await original(self, data)
+        if transport is not None:
+            held.append(transport.get_write_buffer_size())
+
+    monkeypatch.setattr(web.StreamResponse, "write", recording_write)
+    async with serve(write_timeout=0.5) as api:
+        server = api.client.server
+        sock = socket.socket()  # a client that never reads, with a small window
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (server.host, server.port))
+        await loop.sock_sendall(sock, b"GET /v1/events HTTP/1.1\r\nHost: test\r\n\r\n")
+        await until(lambda: api.watchers.streams == 1)
+        await asyncio.sleep(0.05)  # the snapshot is out
+        meta = tuple((f"k{j}", "v" * 500) for j in range(4))  # ~2 KiB an event
+        for i in range(HISTORY - 24):  # no await: one wake, a backlog of ~2 MB
+            api.registry.register(member(i, meta=meta), now=float(i))
+        api.watch.notify()
+        # the backlog goes out until the client's window and the kernel's buffers are full,
+        # then the slow reader is cut (or, had the kernel taken all of it, it waits on)
+        backlog = sum(len(watchers_feed(api).event(e)) for e in list(api.registry.history)[-1000:])
+        await until(lambda: api.watchers.streams == 0 or sum(writes) >= backlog)
+        sock.close()
+    print(f"{len(writes)} writes, at most {max(writes)} bytes; held at most {max(held)}")
+    assert max(writes) <= STREAM_PIECE
+    assert max(held) <= STREAM_BUFFER
+
+
+async def test_the_event_cache_holds_only_what_can_still_be_served(api: Api) -> None:
+    """Encodings of events out of the registry's history can never be sent again (a stream
+    that far behind gets a snapshot): the cache keeps none of them."""
+    stream = await open_stream(api)
+    await stream.event()
+    feed = watchers_feed(api)
+    for i in range(1, 2 * HISTORY + 100):  # each one sent, and so cached, as it happens
+        api.registry.register(member(i), now=float(i))
+        feed.event(api.registry.history[-1])
+    servable = {event.version for event in api.registry.history}
+    assert set(feed._events) <= servable  # the cache's versions (private: no other view)
+    assert len(feed._events) <= HISTORY
+    # a resumed stream caches older events after newer ones: still only servable ones kept
+    old = list(api.registry.history)[:10]
+    api.registry.register(member(9999), now=0.0)
+    for event in [api.registry.history[-1], *old]:
+        feed.event(event)
+    assert set(feed._events) <= {event.version for event in api.registry.history}
+
+
+async def test_prometheus_discovery_reads_its_query_as_every_endpoint_does(api: Api) -> None:
+    api.join(1, http="10.0.0.1:9110", services=("a",))
+    api.join(2, http="10.0.0.2:9110", services=("b",))
+    status, groups, _ = await api.get("/v1/sd/prometheus?service=a")
+    assert status == 200 and [g["targets"] for g in groups] == [["10.0.0.1:9110"]]
+    for query, word in (("service=a&service=b", "given 2 times"), ("service=no!", "not a valid")):
+        status, doc, _ = await api.get(f"/v1/sd/prometheus?{query}")
+        assert status == 400 and word in doc["error"], query
+        # the same answer as /v1/members gives the same query
+        assert (await api.get(f"/v1/members?{query}"))[1] == doc

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from node.errors import RequestFailed, UnknownMethod
-from node.handlers import Handlers, builtin_handlers
+from node.handlers import LOCAL_REQUEST_ID, Handlers, builtin_handlers, response_frame
 from shared.wire import MAX_METHOD, Member
 
 CALLER = Member("id-c", "caller", "10.0.0.9:9010", 1)
@@ -143,3 +143,23 @@ async def test_a_plain_function_is_a_handler_too() -> None:
     assert await handlers.answer("shout", "hi", CALLER, 100) == ("HI", None)
     assert await handlers.answer("shout", None, CALLER, 100) == (None, "nothing to shout")
     assert builtin_handlers().start("echo", [1], CALLER) == [1]
+
+
+@pytest.mark.parametrize("cap", [4096, 65536])
+async def test_a_local_answer_meets_the_cap_as_a_remote_one_does(cap: int) -> None:
+    """One check of a result's size: a result whose JSON fits the cap but whose response
+    frame does not is refused locally as the mesh refuses it for a peer (it was 200 here
+    and 502 from any other node)."""
+    handlers = Handlers()
+    handlers.add("sized", lambda body, caller: "x" * body)
+    refused_fitting_json = 0
+    for size in range(cap - 80, cap + 2):  # the JSON string is size + 2 bytes
+        local_result, local_error = await handlers.answer("sized", size, CALLER, cap)
+        _, remote_error = response_frame(LOCAL_REQUEST_ID, "x" * size, None, cap)
+        assert (local_error is None) == (remote_error is None), size
+        if local_error is not None:
+            assert local_error == remote_error and "over the frame cap" in local_error
+            refused_fitting_json += size + 2 <= cap
+        else:
+            assert local_result == "x" * size
+    assert refused_fitting_json > 0  # the frame's envelope counts, locally too

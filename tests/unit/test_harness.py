@@ -1,5 +1,5 @@
-"""The harness: free_port never hands out one port twice in a process, and the tests take
-what they share with the benchmarks from harness/, never from bench/."""
+"""The harness: free_port never hands out one port twice, nor one the kernel picks; and the
+tests take what they share with the benchmarks from harness/, never from bench/."""
 
 from __future__ import annotations
 
@@ -11,31 +11,25 @@ from harness.ports import free_port
 from harness.procs import ROOT
 
 
-class ScriptedProbe:
-    """What socket.socket() gives while the kernel is scripted: a probe bound to a set port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def __enter__(self) -> ScriptedProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def bind(self, address: tuple[str, int]) -> None:
-        pass
-
-    def getsockname(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+def test_a_port_is_never_one_the_kernel_could_hand_out_itself():
+    # a bind to port 0 and every outgoing connection take their port from this range: a
+    # port from it, closed again, could be given to one of them before its program binds
+    low, high = ports.ephemeral_range()
+    handed = [free_port() for _ in range(50)]
+    assert not [port for port in handed if low <= port <= high]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        assert low <= sock.getsockname()[1] <= high  # the range read is the kernel's
 
 
-def test_a_port_the_kernel_picks_again_is_not_handed_out_again(monkeypatch):
-    # the kernel may pick a port again once the probe is closed: here it does, at once
-    picks = iter([5, 5, 6])
-    monkeypatch.setattr(socket, "socket", lambda *args: ScriptedProbe(next(picks)))
-    monkeypatch.setattr(ports, "_handed_out", set(), raising=False)  # no earlier tests' ports
-    assert [free_port(), free_port()] == [5, 6]
+def test_a_port_held_on_any_address_is_not_handed_out():
+    taken = socket.socket()
+    port = free_port()
+    taken.bind(("0.0.0.0", port + 1))  # the next one in line, held on every address
+    try:
+        assert free_port() != port + 1
+    finally:
+        taken.close()
 
 
 def test_many_ports_are_all_different():

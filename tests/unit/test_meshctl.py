@@ -11,7 +11,7 @@ from rich.console import Console
 from meshctl import render
 from meshctl.__main__ import Context, build_parser
 from meshctl.client import Event, Usage, base_url, read_events
-from meshctl.watch import WatchState
+from meshctl.watch import WatchState, WatchView
 from shared import timefmt
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -317,3 +317,67 @@ def test_a_service_with_instances_lists_them_with_their_health() -> None:
     for cell in ("10.0.0.6:3000", "critical", "agent-2", "bbbbbbbb"):
         assert cell in row
     assert "no member provides" in text_of(render.service_view({**doc, "instances": []}, NOW))
+
+
+# -- strings from the network are data, never markup ---------------------------------------
+
+HOSTILE = ["[/x]", "[bold]x", "[link=https://evil.example]click[/link]", "[red]"]
+
+
+def shown(renderable: object) -> tuple[str, list[str]]:
+    """The text a terminal shows, and every hyperlink in it."""
+    console = Console(width=400, record=True, file=io.StringIO(), force_terminal=True)
+    console.print(renderable)
+    links = [s.style.link for s in console._record_buffer if s.style and s.style.link]
+    return console.export_text(), links
+
+
+def hostile_status() -> dict[str, object]:
+    member = record("aaaaaaaa1111", HOSTILE[2], services=HOSTILE, tags=HOSTILE)
+    peer = {"id": "aaaaaaaa1111", "name": HOSTILE[0], "address": HOSTILE[1], "state": "[/x]"}
+    return {
+        "id": "[/x]",
+        "name": "[bold]x",
+        "address": "[/x]",
+        "incarnation": "[/x]",
+        "distributors": [{"address": "[/x]", "state": "[/x]", "last_error": "[/x]"}],
+        "members": [member],
+        "peers": [{**peer, "attempts": "[/x]", "last_error": HOSTILE[2]}],
+    }
+
+
+def test_views_show_server_strings_as_they_are() -> None:
+    members = [
+        record("aaaaaaaa1111", name, services=HOSTILE, tags=HOSTILE, http=name, address=name)
+        for name in HOSTILE
+    ]
+    doc = {"epoch": "[/x]", "version": "[link=x]", "members": members}
+    link = {"from": "a", "to": "b", "from_name": "[/x]", "to_name": HOSTILE[2], "state": "[/x]"}
+    views = [
+        render.members_view(doc, NOW),
+        render.service_view({**doc, "service": "[/x]"}, NOW),
+        render.services_view(
+            {**doc, "services": {n: {"members": n, "tags": HOSTILE} for n in HOSTILE}}
+        ),
+        render.links_view({"broken": [link]}, NOW),
+        render.status_view(hostile_status(), NOW),
+    ]
+    for view in views:
+        text, links = shown(view)
+        assert links == []
+        assert "[/x]" in text
+    text, _ = shown(views[0])
+    for name in HOSTILE:
+        assert name in text
+
+
+def test_watch_view_shows_server_strings_as_they_are() -> None:
+    state = WatchState()
+    members = [record(f"{i}aaaaaaa", name, services=HOSTILE) for i, name in enumerate(HOSTILE)]
+    data = {"epoch": "[/x]", "version": 1, "members": members}
+    view = WatchView("http://d:1", state)
+    view.note(state.apply(Event("snapshot", "[/x]:1", json.dumps(data))))
+    text, links = shown(view)
+    assert links == []
+    for name in HOSTILE:
+        assert name in text

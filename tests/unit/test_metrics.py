@@ -7,6 +7,8 @@ into families at scrape time. Checked here against prometheus-client's own parse
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -165,7 +167,7 @@ def member(i: int, draining: bool = False) -> Member:
 
 
 def fake_node(stats: NodeStats, lag: LoopLag) -> SimpleNamespace:
-    """What NodeCollector reads of a Node."""
+    """What NodeCollector reads of a node (node.metrics.ObservedNode)."""
 
     def peer(state: str) -> SimpleNamespace:
         return SimpleNamespace(status=LinkStatus(state))
@@ -195,7 +197,9 @@ def test_the_node_collector_reads_state_and_counts_at_scrape_time() -> None:
     stats.handled["echo", "ok"] += 5
     stats.request_done("echo", "direct", "ok", 0.0003, builtin_handlers())
     member_cap = node.membership.caps[0]
-    assert not member_cap.admits(3) and not member_cap.admits(3)
+    # two refusals, counted by the call itself: made outside any assert (python -O drops those)
+    refused = [member_cap.admits(3) for _ in range(2)]
+    assert refused == [False, False]
     types, samples = scrape(NodeCollector(node))  # type: ignore[arg-type]
 
     assert value(samples, "mesh_members", state="active") == 2
@@ -332,3 +336,14 @@ async def test_a_distributor_app_without_a_server_still_serves_its_gauges() -> N
     status, _, text = await get_metrics(app)
     types, _ = parse(text)
     assert status == 200 and {"mesh_members", "mesh_watchers"} <= set(types)
+
+
+@pytest.mark.parametrize("program", ["distributor.__main__", "node.run"])
+def test_prometheus_client_is_not_imported_at_start(program: str) -> None:
+    """It is imported at the first scrape (shared/metrics.py): a process never scraped
+    does not carry it."""
+    check = f"import sys, {program}; print('prometheus_client' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"

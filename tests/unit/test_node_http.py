@@ -1,15 +1,20 @@
-"""node/http.py parse_request: the body of POST /v1/request."""
+"""node/http.py: the body of POST /v1/request (parse_request), and PUT /v1/self."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from node import config as node_config
+from node.app import Node
 from node.errors import BadRequest
-from node.http import MAX_TIMEOUT, Call, parse_request
+from node.http import MAX_TIMEOUT, Call, make_app, parse_request
 from shared.framing import encode_frame
+from shared.looplag import LoopLag
 from shared.wire import MAX_DEPTH, Request, decode
 
 
@@ -144,3 +149,73 @@ def test_a_body_too_deep_for_a_frame_is_a_bad_request(depth: int) -> None:
         return
     _, _, method, body, _ = parse_request(raw, 5.0)
     assert decode(encode_frame(Request(1, method, body))[4:]) == Request(1, method, body)
+
+
+# -- PUT /v1/self ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def solo() -> AsyncIterator[tuple[Node, TestClient, list[str]]]:
+    """A node that is not started, its HTTP API, and the announcements it makes."""
+    node = Node(
+        node_config.parse(["--name", "solo", "--port", "0"], {"MESH_DISTRIBUTORS": ""}), LoopLag()
+    )
+    announced: list[str] = []
+    node.registrar.announce = lambda: announced.append("distributors")  # type: ignore[method-assign]
+    node.mesh.announce = lambda: announced.append("peers")  # type: ignore[method-assign]
+    async with TestClient(TestServer(make_app(node))) as client:
+        yield node, client, announced
+
+
+async def put_self(client: TestClient, doc: Any) -> tuple[int, Any]:
+    response = await client.put("/v1/self", data=orjson.dumps(doc))
+    return response.status, await response.json()
+
+
+async def test_put_self_that_changes_nothing_bumps_nothing_and_announces_nothing(
+    solo: tuple[Node, TestClient, list[str]],
+) -> None:
+    node, client, announced = solo
+    start = node.incarnation
+    status, doc = await put_self(client, {"tags": ["v1"], "meta": {"zone": "a"}})
+    assert status == 200 and doc["incarnation"] == start + 1
+    assert announced == ["distributors", "peers"]
+    for same in (
+        {"tags": ["v1"]},
+        {"meta": {"zone": "a"}, "draining": False},
+        {"services": [], "tags": ["v1"], "meta": {"zone": "a"}, "draining": False},
+        {},
+    ):
+        status, doc = await put_self(client, same)
+        assert status == 200 and doc["incarnation"] == start + 1, same
+        assert doc["tags"] == ["v1"] and doc["meta"] == {"zone": "a"}
+    assert node.incarnation == start + 1
+    assert announced == ["distributors", "peers"]  # nothing more
+    status, doc = await put_self(client, {"draining": True})  # a real change still counts
+    assert doc["incarnation"] == start + 2 and len(announced) == 4
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"services": {"a": 1}},  # an object is no list, whatever its keys
+        {"tags": {"v1": True}},
+        {"services": "goods"},
+        {"services": None},  # null is not "keep": leave the field out for that
+        {"tags": None},
+        {"meta": None},
+        {"draining": None},
+        {"meta": ["a"]},
+        {"draining": 1},
+        [],
+        None,
+    ],
+)
+async def test_put_self_refuses_a_field_of_the_wrong_type(
+    solo: tuple[Node, TestClient, list[str]], doc: Any
+) -> None:
+    node, client, announced = solo
+    start = node.incarnation
+    status, answer = await put_self(client, doc)
+    assert status == 400 and answer["error"], (doc, answer)
+    assert node.incarnation == start and announced == []

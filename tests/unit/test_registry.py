@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distributor.registry import RegistrationRefused, Registry
+from shared.framing import FrameDecoder
 from shared.wire import Member, MemberJoined, MemberLeft, Snapshot
 
 
@@ -172,3 +173,28 @@ def test_snapshot_is_a_copy() -> None:
     registry.register(member(2), now=0.0)
     assert snapshot.members == (member(1),)
     assert snapshot.version == 1
+
+
+def test_the_compact_snapshot_is_always_the_registry_as_it_is() -> None:
+    """One record store: the compact snapshot a node is sent follows every register,
+    update and unregister without anyone keeping a second copy in step."""
+    registry = Registry("e1")
+
+    def sent() -> Snapshot:
+        decoder = FrameDecoder()
+        decoder.feed(b"".join(registry.compact_snapshot_frames(1 << 20)))
+        message = decoder.next_message()
+        assert isinstance(message, Snapshot) and decoder.next_message() is None
+        return message
+
+    for i in range(5):
+        registry.register(member(i), now=float(i))
+    registry.update(member(2, incarnation=2))
+    registry.unregister(member(0), "leave")
+    registry.register(member(0, incarnation=3), now=9.0)  # back, at the end
+    registry.unregister(member(4), "timeout")
+    for snapshot in (sent(), registry.snapshot()):
+        assert [(m.id, m.incarnation) for m in snapshot.members] == [
+            (m.id, m.incarnation) for m in registry.snapshot().members
+        ]
+    assert sent() == registry.snapshot()
