@@ -172,7 +172,11 @@ class DnsServer:
         if query is None:
             self.note_dropped()
             return False
-        reply = self._reply(query, tcp)
+        try:
+            reply = self._reply(query, tcp)
+        except Exception:  # a query dnspython parses but cannot answer: no answer, not a crash
+            self.note_dropped()
+            return False
         if reply.unresolved and len(self._waiting) < MAX_WAITING:
             task = asyncio.create_task(self._answer_later(query, tcp, reply.unresolved, send))
             self._waiting.add(task)
@@ -197,7 +201,11 @@ class DnsServer:
         send: Callable[[bytes], None],
     ) -> None:
         await self.names.resolve(names)
-        reply = self._reply(query, tcp, last=True)  # a name that did not resolve: no address
+        try:
+            reply = self._reply(query, tcp, last=True)  # a name that did not resolve: no address
+        except Exception:  # as in answer()
+            self.note_dropped()
+            return
         if reply.wire is not None:
             send(reply.wire)
 
