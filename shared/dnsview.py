@@ -55,10 +55,36 @@ OUR_PAYLOAD = 4096  # what our EDNS answers say we accept (RFC 6891's usual figu
 HEALTHY = ("passing", "warning")  # as Consul's DNS: warning instances are still answered
 KINDS = ("service", "node", "addr")
 ADDRESS_TYPES = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}
+MAX_CACHED = 1024  # names' records kept for one view; past that, the cache starts over
+# (answer, additional) pairs: an SRV and its target's address go, or are cut, together
+Answers = list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]]
 
 
 def nothing_to_resolve(name: str) -> Sequence[str] | None:
     return None
+
+
+class _Lookups:
+    """The addresses of an instance's or a member's host, for one answer: itself when an IP
+    address, else what `resolved` knows of the name (IPv4 first). Notes whether any host
+    name was needed, and which ones were not known."""
+
+    def __init__(self, resolved: Resolved) -> None:
+        self.resolved = resolved
+        self.used = False
+        self.unresolved: set[str] = set()
+
+    def __call__(self, host: str) -> list[str]:
+        ip = _ip(host)
+        if ip is not None:
+            return [str(ip)]
+        self.used = True
+        addresses = self.resolved(host.lower())
+        if addresses is None:
+            self.unresolved.add(host.lower())
+            return []
+        ips = [ip for ip in map(_ip, addresses) if ip is not None]
+        return [str(ip) for ip in sorted(ips, key=lambda ip: ip.version)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +162,8 @@ class DnsView:
             ttl,
         )
         self._soa = dns.rrset.from_rdata(self.domain, ttl, soa)
+        self._fingerprint: tuple[Any, ...] = ()  # of the view the cache's records are from
+        self._cache: dict[tuple[str, int], Answers | None] = {}
 
     # -- the whole exchange --------------------------------------------------------------
 
@@ -177,33 +205,55 @@ class DnsView:
             response.flags &= ~dns.flags.AA  # not ours to speak for; and no recursion
             response.set_rcode(dns.rcode.REFUSED)
             return Reply(self._wire(response, limit), dns.rcode.REFUSED)
-        parsed = self.parse_name(qname)
-        unresolved: set[str] = set()
-        answers: list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]] | None
-        if parsed is None:
-            answers = None
-        elif parsed.kind == "apex":
-            answers = [(self._soa, None)] if qtype == dns.rdatatype.SOA else []
-        elif parsed.kind == "service":
-            answers = self._service(qname, qtype, parsed, view, resolved, unresolved)
-        elif parsed.kind == "node":
-            answers = self._node(qname, qtype, parsed.node, view, resolved, unresolved)
-        else:
-            answers = self._addresses(qname, qtype, [parsed.address])
+        lookups = _Lookups(resolved)
+        answers = self._records(qname, qtype, view, lookups)
+        unresolved = frozenset(lookups.unresolved)
         if answers is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             response.authority = [self._soa]
-            return Reply(
-                self._wire(response, limit), dns.rcode.NXDOMAIN, False, frozenset(unresolved)
-            )
+            return Reply(self._wire(response, limit), dns.rcode.NXDOMAIN, False, unresolved)
         if not answers:
             response.authority = [self._soa]
-            return Reply(
-                self._wire(response, limit), dns.rcode.NOERROR, False, frozenset(unresolved)
-            )
+            return Reply(self._wire(response, limit), dns.rcode.NOERROR, False, unresolved)
+        answers = list(answers)  # the cache's own list stays as it is
         shuffle(answers)
         wire, truncated = self._fit(response, answers, limit)
-        return Reply(wire, dns.rcode.NOERROR, truncated, frozenset(unresolved))
+        return Reply(wire, dns.rcode.NOERROR, truncated, unresolved)
+
+    def _records(
+        self, qname: dns.name.Name, qtype: int, view: View, lookups: _Lookups
+    ) -> Answers | None:
+        """The records for a name in our domain, from the cache while the view is the same.
+
+        dnspython takes about as long to make the records as to render them, and a view
+        changes far less often than it is asked: the records are kept per name (as asked,
+        case and all) and type, all dropped when any member's record or reachability
+        changes. A member's record never changes within one incarnation, except a node's
+        own address and draining flag (set without a new one), so those count too. Answers
+        that needed a host name are not kept: its addresses may change with no new record.
+        """
+        parsed = self.parse_name(qname)
+        if parsed is None:
+            return None
+        if parsed.kind == "apex":
+            return [(self._soa, None)] if qtype == dns.rdatatype.SOA else []
+        if parsed.kind == "addr":
+            return self._addresses(qname, qtype, [parsed.address])
+        fingerprint = tuple(
+            (m.id, m.incarnation, m.address, m.draining, reachable) for m, reachable in view
+        )
+        if fingerprint != self._fingerprint or len(self._cache) >= MAX_CACHED:
+            self._fingerprint, self._cache = fingerprint, {}
+        key = (qname.to_text(), qtype)
+        if key in self._cache:
+            return self._cache[key]
+        if parsed.kind == "service":
+            answers = self._service(qname, qtype, parsed, view, lookups)
+        else:
+            answers = self._node(qname, qtype, parsed.node, view, lookups)
+        if not lookups.used:
+            self._cache[key] = answers
+        return answers
 
     # -- names ---------------------------------------------------------------------------
 
@@ -254,9 +304,8 @@ class DnsView:
         qtype: int,
         query: Query,
         view: View,
-        resolved: Resolved,
-        unresolved: set[str],
-    ) -> list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]] | None:
+        lookups: _Lookups,
+    ) -> Answers | None:
         found = []
         for member, reachable in view:
             if not reachable or member.draining:
@@ -271,10 +320,10 @@ class DnsView:
         if not found:
             return None
         if qtype == dns.rdatatype.SRV:
-            return self._srv(qname, found, view, resolved, unresolved)
+            return self._srv(qname, found, view, lookups)
         addresses = []
         for _, instance in found:
-            addresses += self._lookup(instance.address, resolved, unresolved)
+            addresses += lookups(instance.address)
         return self._addresses(qname, qtype, list(dict.fromkeys(addresses)))
 
     def _srv(
@@ -282,13 +331,12 @@ class DnsView:
         qname: dns.name.Name,
         found: list[tuple[Member, Any]],
         view: View,
-        resolved: Resolved,
-        unresolved: set[str],
-    ) -> list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]]:
+        lookups: _Lookups,
+    ) -> Answers:
         names = Counter(member.name.lower() for member, _ in view)
         pairs: dict[tuple[dns.name.Name, int], tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
         for member, instance in found:
-            addresses = self._lookup(instance.address, resolved, unresolved)
+            addresses = lookups(instance.address)
             if not addresses:
                 continue  # a host name not resolved (yet): no address to give with it
             address = addresses[0]
@@ -318,20 +366,17 @@ class DnsView:
         qtype: int,
         name: str,
         view: View,
-        resolved: Resolved,
-        unresolved: set[str],
-    ) -> list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]] | None:
+        lookups: _Lookups,
+    ) -> Answers | None:
         hosts = [parse_address(m.address)[0] for m, _ in view if m.name.lower() == name]
         if not hosts:
             return None
         addresses = []
         for host in hosts:
-            addresses += self._lookup(host, resolved, unresolved)
+            addresses += lookups(host)
         return self._addresses(qname, qtype, list(dict.fromkeys(addresses)))
 
-    def _addresses(
-        self, qname: dns.name.Name, qtype: int, addresses: list[str]
-    ) -> list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]]:
+    def _addresses(self, qname: dns.name.Name, qtype: int, addresses: list[str]) -> Answers:
         """A records for the IPv4 addresses, AAAA for the IPv6 ones (ANY: both)."""
         wanted = {ADDRESS_TYPES[qtype]} if qtype in ADDRESS_TYPES else set()
         if qtype == dns.rdatatype.ANY:
@@ -341,20 +386,6 @@ class DnsView:
             for address in addresses
             if ipaddress.ip_address(address).version in wanted
         ]
-
-    @staticmethod
-    def _lookup(host: str, resolved: Resolved, unresolved: set[str]) -> list[str]:
-        """The addresses of an instance's or a member's host: itself when an IP address,
-        else what `resolved` knows of the name (IPv4 first); unknown names are noted."""
-        ip = _ip(host)
-        if ip is not None:
-            return [str(ip)]
-        addresses = resolved(host.lower())
-        if addresses is None:
-            unresolved.add(host.lower())
-            return []
-        ips = [ip for ip in map(_ip, addresses) if ip is not None]
-        return [str(ip) for ip in sorted(ips, key=lambda ip: ip.version)]
 
     # -- rendering -----------------------------------------------------------------------
 
@@ -374,7 +405,7 @@ class DnsView:
     @staticmethod
     def _fit(
         response: dns.message.Message,
-        answers: list[tuple[dns.rrset.RRset, dns.rrset.RRset | None]],
+        answers: Answers,
         limit: int,
     ) -> tuple[bytes | None, bool]:
         """As many whole answers (an SRV with its address) as fit in `limit`, in order; TC
