@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import dns.edns
@@ -465,3 +466,25 @@ def test_an_oversized_query_is_answered_within_the_limit() -> None:
     assert len(data) > 600
     reply = DnsView("mesh").respond(data, VIEW, tcp=False, shuffle=keep_order)
     assert reply.wire is not None and len(reply.wire) <= 512
+
+
+def test_a_changed_view_is_answered_anew() -> None:
+    """Records are kept while the view stays the same; any change of a record (a new
+    incarnation), of reachability, of a node's own address or draining shows at once."""
+    view_ = DnsView("mesh")
+    data = dns.message.make_query("goods.service.mesh", "SRV").to_wire()
+
+    def ports(view: View) -> set[int]:
+        reply = view_.respond(data, view, tcp=False, shuffle=keep_order)
+        assert reply.wire is not None
+        return {port for port, _ in srv(dns.message.from_wire(reply.wire).answer)}
+
+    assert ports(VIEW) == {8001, 8002, 8003}
+    assert ports(VIEW) == {8001, 8002, 8003}  # from the cache
+    critical = replace(
+        BETA, incarnation=2, instances=(instance("g3", HOST_B, 8003, health="critical"),)
+    )
+    assert ports([(ALPHA, True), (critical, True)]) == {8001, 8002}
+    assert ports([(ALPHA, True), (BETA, False)]) == {8001, 8002}
+    assert ports([(ALPHA, True), (replace(BETA, draining=True), True)]) == {8001, 8002}
+    assert ports(VIEW) == {8001, 8002, 8003}
