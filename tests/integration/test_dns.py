@@ -188,3 +188,20 @@ def test_without_edns_an_answer_is_cut_to_whole_pairs_with_tc(
     whole = dig(port, "goods.service.mesh", "SRV", "+bufsize=4096")
     assert whole.transport == "UDP" and len(whole.srv()) == 24 and "tc" not in whole.flags
     assert len(whole.records("ADDITIONAL", "A")) == 24
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_instance_address_that_is_a_host_name_is_resolved_by_the_answering_process(
+    make_cluster: Callable[..., Cluster], transport: str
+) -> None:
+    cluster = make_cluster(steady=True)
+    cluster.distributor()
+    node, port = dns_node(cluster, "n1")
+    assert register(node, goods("goods-h", 1240, address="localhost"))[0] == 200
+    wait_for("registered", lambda: seen_by(node, "goods", {"goods-h": "passing"}))
+    options = TRANSPORTS[transport]
+    # localhost is not the node's advertise host: the target is the address's own name
+    answer = dig(port, "goods.service.mesh", "SRV", *options)
+    assert answer.srv() == {(1240, "7f000001.addr.mesh.")}, answer.text
+    assert answer.records("ADDITIONAL", "A") == [("7f000001.addr.mesh.", "A", "127.0.0.1")]
+    assert dig(port, "goods.service.mesh", "A", *options).data() == ["127.0.0.1"]
