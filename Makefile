@@ -17,7 +17,7 @@ help:
 	@echo "make down    remove the containers and network of make up"
 	@echo "make test    setup, then pytest: unit, integration and e2e (PYTEST_ARGS=... to pass more)"
 	@echo "make chaos   setup, then the chaos test for CHAOS_SECONDS=$(CHAOS_SECONDS) s (make test runs it at 180)"
-	@echo "make fuzz    hostile frames at a live cluster on loopback (FUZZ_ARGS=\"$(FUZZ_ARGS)\")"
+	@echo "make fuzz    hostile frames and DNS packets at a live cluster on loopback (FUZZ_ARGS=\"$(FUZZ_ARGS)\")"
 	@echo "make bench   benchmarks: tables on stdout, bench/results/<UTC time>.json and .png (under 15 min)"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make swarm-up    setup, then the stack on Docker Swarm: STACK=$(STACK), NODES=$(NODES), distributor HTTP on :$(SWARM_HTTP_PORT)"
@@ -48,7 +48,8 @@ test-e2e: setup
 chaos: setup
 	MESH_CHAOS_SECONDS=$(CHAOS_SECONDS) $(VENV_PY) -m pytest tests/e2e/test_chaos.py -rP $(PYTEST_ARGS)
 
-# A distributor and 3 nodes on loopback, FUZZ_ARGS' frames at their ports; prints frames/s and
+# A distributor and 3 nodes on loopback, FUZZ_ARGS' frames at their ports, then DNS packets
+# (a quarter as many; --dns-packets N) at their DNS ports; prints frames/s, packets/s and
 # crashes (expect 0). CI runs only a small one (tests/integration/test_fuzz_smoke.py).
 fuzz:
 	bash scripts/venv.sh

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import detection, gateway, memory, messaging, onejoin, propagation, report, storm
+from bench import dns as dns_bench
 from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
@@ -45,6 +46,7 @@ def plan(smoke: bool, budget: float | None, repeats: int | None) -> dict[str, An
             "messaging_seconds": 0.3,
             "one_join_n": 50,
             "one_join_trials": 3,
+            "dns_seconds": 0.5,
         }
     return {
         "repeats": repeats or REPEATS,
@@ -57,6 +59,7 @@ def plan(smoke: bool, budget: float | None, repeats: int | None) -> dict[str, An
         "messaging_seconds": 3.0,
         "one_join_n": 10000,
         "one_join_trials": 5,  # joins to the same n connected nodes: connecting them is the cost
+        "dns_seconds": 3.0,  # each run of queries at the node and at the bare responder
     }
 
 
@@ -164,6 +167,8 @@ def main(argv: list[str]) -> int:
         "gateway", "gateway: the Node.js app directly, through HAProxy 2.6, through the gateway"
     )
     gateway_results = gateway.run(smoke, repeats)
+    section("dns", "dns: SRV queries/s, a node and a bare dnspython responder in turn")
+    dns_result = dns_bench.run(run_plan["dns_seconds"], repeats)
     trials = 0 if smoke else args.detection_trials if args.detection_trials is not None else 20
     detected = None
     if trials:
@@ -184,6 +189,7 @@ def main(argv: list[str]) -> int:
         "memory": mem,
         "one_join": one_join,
         "gateway": gateway_results,
+        "dns": dns_result,
     }
     if detected is not None:
         results["detection"] = detected
@@ -196,6 +202,7 @@ def main(argv: list[str]) -> int:
         written += [ROOT / "bench" / "baseline.json", ROOT / "bench" / "storm.png"]
     print()
     print(report.text(results))
+    print(dns_bench.text(dns_result))
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     each = ", ".join(f"{name} {s} s" for name, s in results["section_seconds"].items())
     print(f"total {time.monotonic() - started:.0f} s ({each})")

@@ -1,6 +1,7 @@
-"""Fuzz a live cluster on loopback: random and mutated frames at every port (issue 6).
+"""Fuzz a live cluster on loopback: random and mutated frames at every port (issue 6), and
+DNS packets at every DNS port (issue 21; bench/dnsfuzz.py).
 
-    python -m bench.fuzz --frames 1000000 [--concurrency 64] [--seed 7] [--json out.json]
+    python -m bench.fuzz --frames 1000000 [--dns-packets N] [--concurrency 64] [--seed 7]
 
 Starts a distributor and three nodes as subprocesses (no secret), then fires
 frames at their ports over many concurrent connections: random bytes, random
@@ -12,6 +13,8 @@ must be cut by the handshake timeout. Every few seconds, and at the end, it
 checks that every process is alive and the mesh whole; at the end, that the
 ghosts are gone again. It prints frames per second, connections used and
 crashes (processes that died, error log lines, raw tracebacks: expect 0).
+Then (unless --dns-packets 0) DNS packets, valid and hostile, at every program's
+--dns-port, after which every port must still answer over UDP and TCP.
 Exit status 0 when there were no crashes and the mesh stayed whole, else 1.
 """
 
@@ -36,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from bench.dnsfuzz import DnsForge, DnsTally, answering, fire_dns, report_line
 from harness.hostile import HOSTILE_VALUES, tls_client_hello
 from harness.ports import free_port
 from harness.procs import Proc, clean_env, raise_nofile
@@ -293,6 +297,7 @@ class Cluster:
         self.workdir = workdir
         self.procs: list[Proc] = []
         self.ids: dict[str, str] = {}  # node name -> its id
+        self.dns_ports: list[int] = []  # every program answers DNS (bench/dnsfuzz.py)
 
     def start(self, nodes: int) -> None:
         port = free_port()
@@ -311,9 +316,10 @@ class Cluster:
             time.sleep(0.1)
 
     def _spawn(self, name: str, module: str, port: int, flags: list[str]) -> None:
-        http_port = free_port()
+        http_port, dns_port = free_port(), free_port()
         args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
-        args += ["--http-port", str(http_port), *flags]
+        args += ["--http-port", str(http_port), "--dns-port", str(dns_port), *flags]
+        self.dns_ports.append(dns_port)
         log = self.workdir / f"{name}.log"
         self.procs.append(Proc(name, args, clean_env(CLUSTER_ENV), log, http_port, port).start())
 
@@ -513,7 +519,9 @@ async def fire(
 # -- the run -----------------------------------------------------------------------
 
 
-def run(frames: int, concurrency: int, seed: int, nodes: int, keep: bool) -> dict[str, Any]:
+def run(
+    frames: int, concurrency: int, seed: int, nodes: int, keep: bool, dns_packets: int = 0
+) -> dict[str, Any]:
     raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix="mesh-fuzz-"))
     cluster = Cluster(workdir)
@@ -542,6 +550,13 @@ def run(frames: int, concurrency: int, seed: int, nodes: int, keep: bool) -> dic
             runner = asyncio.run
         seconds = runner(fire(forge, ports, frames, concurrency, tally, check))
         check()  # right after the last frame
+        dns_tally = DnsTally()
+        dns_seconds = 0.0
+        if dns_packets:
+            dns_forge = DnsForge(random.Random(seed))
+            dns_seconds = runner(fire_dns(dns_forge, cluster.dns_ports, dns_packets, dns_tally))
+            check()
+        dns_tally.answering_after = answering(cluster.dns_ports)
         settle_start, exact = time.monotonic(), False
         while time.monotonic() - settle_start < SETTLE:
             if cluster.whole(exact=True):
@@ -578,8 +593,17 @@ def run(frames: int, concurrency: int, seed: int, nodes: int, keep: bool) -> dic
             "concurrency": concurrency,
             "seed": seed,
             "logs": str(workdir),  # removed after a clean run unless --keep-logs
+            **dns_tally.result(),
+            "dns_seconds": round(dns_seconds, 3),
         }
-        failed = bool(crashes or tally.mesh_broken or not exact or tally.not_closed)
+        failed = bool(
+            crashes
+            or tally.mesh_broken
+            or not exact
+            or tally.not_closed
+            or dns_tally.not_closed
+            or not dns_tally.answering_after
+        )
         return result
     finally:
         cluster.stop()
@@ -618,6 +642,7 @@ def report(result: dict[str, Any]) -> None:
         f"{r['slowest_stall_cut']:.2f} s, handshake timeout {HANDSHAKE_TIMEOUT:g} s); "
         f"never closed by the server: {r['not_closed']}; connect failures: {r['connect_failures']}"
     )
+    print(report_line(r))
     if Path(r["logs"]).exists():
         print(f"fuzz: logs: {r['logs']}")
 
@@ -629,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frames", type=int, default=100_000, help="frames to fire (default 100000)"
     )
+    parser.add_argument(
+        "--dns-packets",
+        type=int,
+        default=None,
+        help="DNS packets to fire at the DNS ports afterwards (default: a quarter of --frames)",
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="connections at a time")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--nodes", type=int, default=NODES, help="nodes besides the distributor")
@@ -636,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs even on success")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    result = run(args.frames, args.concurrency, seed, args.nodes, args.keep_logs)
+    dns_packets = args.frames // 4 if args.dns_packets is None else args.dns_packets
+    result = run(args.frames, args.concurrency, seed, args.nodes, args.keep_logs, dns_packets)
     report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -645,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
         and result["mesh_whole"]
         and result["members_exact_after"]
         and result["not_closed"] == 0
+        and result["dns_not_closed"] == 0
+        and result["dns_answering_after"]
     )
     return 0 if ok else 1
 

@@ -18,6 +18,8 @@ from distributor.server import DistributorServer
 from distributor.watch import VersionWatch
 from shared import log as mesh_log
 from shared.config import join_address
+from shared.dnsserver import start_dns
+from shared.dnsview import View
 from shared.looplag import LoopLag
 from shared.program import listen_or_fail, run_program, start_api
 
@@ -39,6 +41,11 @@ def raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def dns_view(registry: Registry) -> View:
+    """What the distributor answers DNS from: every registered member, all of them connected."""
+    return [(entry.member, True) for entry in registry.entries()]
+
+
 async def serve(
     config: distributor_config.DistributorConfig,
     lag: LoopLag,
@@ -52,7 +59,9 @@ async def serve(
     await listen_or_fail(
         "nodes", server.start(config.host, config.port), join_address(config.host, config.port)
     )
+    dns = None
     try:
+        dns = await start_dns(config, lambda: dns_view(registry))
         runner = await start_api(
             make_app(registry, watch, stats=server.stats, max_watchers=config.tuning.max_watchers),
             config,
@@ -64,6 +73,8 @@ async def serve(
         finally:
             await runner.cleanup()
     finally:
+        if dns is not None:
+            await dns.stop()
         await server.stop()
 
 

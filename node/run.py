@@ -23,14 +23,27 @@ from node.gateway import Gateway
 from node.http import make_app
 from shared import log as mesh_log
 from shared.config import join_address
+from shared.dnsserver import start_dns
+from shared.dnsview import View
 from shared.looplag import LoopLag
 from shared.program import listen_or_fail, run_program, start_api
+from shared.wire import Member
 
 
 def parse(argv: list[str]) -> node_config.NodeConfig:
     config = node_config.parse(argv, os.environ)
     mesh_log.configure(config.log_level)
     return config
+
+
+def dns_view(node: Node) -> View:
+    """What a node answers DNS from: itself (reachable), its peers (reachable while their
+    link is connected), and members it knows of but has no link to (for their node names)."""
+    view: list[tuple[Member, bool]] = [(node.member, True)]
+    peers = node.mesh.peers
+    view += [(peer.member, peer.status.state == "connected") for peer in peers.values()]
+    view += [(member, False) for member in node.membership.members() if member.id not in peers]
+    return view
 
 
 async def serve(
@@ -43,6 +56,7 @@ async def serve(
     if setup is not None:
         setup(node)
     await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
+    dns = await start_dns(config, functools.partial(dns_view, node))
     runner = await start_api(make_app(node), config)
     node.http_port = int(runner.addresses[0][1])  # before the first hello, which carries it
     gateway, gateway_runner = None, None
@@ -56,6 +70,8 @@ async def serve(
             )
         await node.run(stop)
     finally:
+        if dns is not None:
+            await dns.stop()
         if gateway is not None and gateway_runner is not None:
             await gateway.close(gateway_runner)
         await runner.cleanup()

@@ -37,6 +37,7 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
         "memory",
         "one_join",
         "gateway",
+        "dns",
         "table",
     }
     assert results["machine"]["cpus"] >= 1 and results["machine"]["packages"]["uvloop"]
@@ -96,6 +97,13 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
         "propagation to 49 clients, leave p50",
     ):
         assert table[what]["yardstick"] and table[what]["ratio"] > 0, table[what]
+    # DNS queries/s for 10 SRV records, the node's and the floor's, every answer whole
+    dns = results["dns"]
+    for who in ("mesh", "floor"):
+        (run,) = dns["runs"][who]
+        assert run["answered"] > 0 and run["srv_records"] == 10, dns
+        assert 0 < dns[who]["min"] <= dns[who]["median"] <= dns[who]["max"]
+    assert dns["ratio"] > 0 and "dns: SRV with 10 instances" in stdout
     assert "issue 15" in stdout and "total" in stdout.splitlines()[-1]
     record_figure("bench smoke: storm n=50 (delta)", by[("delta", 50)], "bytes")
 

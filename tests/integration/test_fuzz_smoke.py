@@ -1,4 +1,5 @@
-"""bench/fuzz.py still runs: a few thousand hostile frames at a live cluster, no crash."""
+"""bench/fuzz.py still runs: a few thousand hostile frames and DNS packets at a live cluster,
+no crash."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def test_a_small_fuzz_run_crashes_nothing_and_leaves_the_mesh_whole(tmp_path, re
     assert result["mesh_checks"] >= 1 and not result["mesh_broken"] and result["mesh_whole"]
     assert result["members_exact_after"], result["problem_after"]  # every ghost gone again
     assert result["not_closed"] == 0 and result["connect_failures"] == 0
+    # the DNS part: a quarter as many packets at every DNS port, over UDP and TCP
+    assert result["dns_packets"] >= 1000 and result["dns_hostile"] > 0
+    assert result["dns_udp_answers"] > 0 and result["dns_tcp_connections"] > 0
+    assert result["dns_not_closed"] == 0 and result["dns_answering_after"]
     record_figure(
         f"fuzz smoke: {result['frames']} frames over {result['connections']} connections",
         result["frames_per_second"],
