@@ -45,6 +45,7 @@ async def serve(
     await listen_or_fail("peers", node.start(), join_address(config.host, config.port))
     runner = await start_api(make_app(node), config)
     node.http_port = int(runner.addresses[0][1])  # before the first hello, which carries it
+    node.view_signal.notify()  # our record now has its HTTP address
     gateway, gateway_runner = None, None
     try:
         if config.gateway_port:
