@@ -218,7 +218,7 @@ class ConsulHttp:
         self, request: web.Request, key: Hashable, build: Build, volatile: bool = False
     ) -> web.Response:
         """The answer, once its index passes the query's (a blocking query), or now."""
-        blocking: Blocking = request.get(_BLOCKING) or Blocking()
+        blocking = parse_blocking(request.query)  # checked already by endpoint()
         index = self.answer_index(key, build, volatile)
         wanted = blocking.index
         if wanted and index <= wanted <= self.clock.now() and not self.closing:
@@ -258,7 +258,7 @@ class ConsulHttp:
                 text = "filter is not supported by this API (the mesh's Consul subset)"
                 return self.stamp(_text(text, 400))
             try:
-                request[_BLOCKING] = parse_blocking(request.query)
+                parse_blocking(request.query)
             except BadConsulQuery as exc:
                 return self.stamp(_text(str(exc), 400))
             try:
@@ -297,7 +297,6 @@ class ConsulHttp:
         self.source.wake()
 
 
-_BLOCKING = "consul_blocking"  # the request's parsed index and wait
 CONSUL = web.AppKey("consul", ConsulHttp)
 
 
