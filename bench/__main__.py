@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import detection, memory, messaging, onejoin, propagation, report, storm
+from bench import consul_watch, detection, memory, messaging, onejoin, propagation, report, storm
 from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
@@ -45,6 +45,8 @@ def plan(smoke: bool, budget: float | None, repeats: int | None) -> dict[str, An
             "messaging_seconds": 0.3,
             "one_join_n": 50,
             "one_join_trials": 3,
+            "consul_watchers": 50,
+            "consul_changes": 3,
         }
     return {
         "repeats": repeats or REPEATS,
@@ -57,6 +59,8 @@ def plan(smoke: bool, budget: float | None, repeats: int | None) -> dict[str, An
         "messaging_seconds": 3.0,
         "one_join_n": 10000,
         "one_join_trials": 5,  # joins to the same n connected nodes: connecting them is the cost
+        "consul_watchers": 1000,  # blocking health queries on one service (issue 21)
+        "consul_changes": 10,
     }
 
 
@@ -160,6 +164,8 @@ def main(argv: list[str]) -> int:
     mem = [memory.run() for _ in range(repeats)]
     section("one_join", f"one join reaching all of {run_plan['one_join_n']:,} connected nodes")
     one_join = onejoin.run(run_plan["one_join_n"], run_plan["one_join_trials"])
+    section("consul_watch", "consul blocking queries (watchers of a; a and b change)")
+    consul = consul_watch.run(run_plan["consul_watchers"], run_plan["consul_changes"])
     trials = 0 if smoke else args.detection_trials if args.detection_trials is not None else 20
     detected = None
     if trials:
@@ -179,6 +185,7 @@ def main(argv: list[str]) -> int:
         "messaging": msg,
         "memory": mem,
         "one_join": one_join,
+        "consul_watch": consul,
     }
     if detected is not None:
         results["detection"] = detected
@@ -191,6 +198,7 @@ def main(argv: list[str]) -> int:
         written += [ROOT / "bench" / "baseline.json", ROOT / "bench" / "storm.png"]
     print()
     print(report.text(results))
+    print(consul_watch.row(consul))
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     each = ", ".join(f"{name} {s} s" for name, s in results["section_seconds"].items())
     print(f"total {time.monotonic() - started:.0f} s ({each})")
