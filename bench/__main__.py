@@ -23,7 +23,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import consul_watch, detection, memory, messaging, onejoin, propagation, report, storm
+from bench import (
+    consul_watch,
+    detection,
+    gateway,
+    memory,
+    messaging,
+    onejoin,
+    propagation,
+    report,
+    storm,
+)
 from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
@@ -164,6 +174,10 @@ def main(argv: list[str]) -> int:
     mem = [memory.run() for _ in range(repeats)]
     section("one_join", f"one join reaching all of {run_plan['one_join_n']:,} connected nodes")
     one_join = onejoin.run(run_plan["one_join_n"], run_plan["one_join_trials"])
+    section(
+        "gateway", "gateway: the Node.js app directly, through HAProxy 2.6, through the gateway"
+    )
+    gateway_results = gateway.run(smoke, repeats)
     section("consul_watch", "consul blocking queries (watchers of a; a and b change)")
     consul = consul_watch.run(run_plan["consul_watchers"], run_plan["consul_changes"])
     trials = 0 if smoke else args.detection_trials if args.detection_trials is not None else 20
@@ -185,6 +199,7 @@ def main(argv: list[str]) -> int:
         "messaging": msg,
         "memory": mem,
         "one_join": one_join,
+        "gateway": gateway_results,
         "consul_watch": consul,
     }
     if detected is not None:

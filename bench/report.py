@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import detection
+from bench import detection, gateway
 from bench.stats import spread
 
 STORM_GOALS = {400: 0.15, 1000: 0.5, 5000: 5.0, 10000: 20.0}  # issue 15, seconds
@@ -317,6 +317,8 @@ def text(results: dict[str, Any]) -> str:
     out += ["", _one_join_text(results["one_join"])]
     if "detection" in results:
         out += ["", detection.table(results["detection"])]
+    if "gateway" in results:
+        out += ["", gateway.text(results["gateway"])]
     plan = results["plan"]
     out += [
         "",

@@ -100,28 +100,65 @@ def members_view(doc: Mapping[str, Any], now: float, what: str = "members") -> R
 
 
 def services_view(doc: Mapping[str, Any]) -> RenderableType:
-    """/v1/services: name, members (draining ones counted), tags."""
+    """/v1/services: name, members (draining ones counted), instances, passing ones, tags."""
     services = doc["services"]
     where = f"epoch {doc.get('epoch')} · version {doc.get('version')}"
     if not services:
         return Text(f"no services · {where}")
     table = Table()
     table.add_column("name")
-    table.add_column("members", justify="right")
+    for column in ("members", "instances", "passing"):
+        table.add_column(column, justify="right")
     table.add_column("tags")
     for name, info in services.items():
-        table.add_row(str(name), str(info.get("members", "")), _listing(info.get("tags")))
+        table.add_row(
+            Text(str(name)),
+            Text(str(info.get("members", ""))),
+            Text(str(info.get("instances", ""))),
+            Text(str(info.get("passing", ""))),
+            Text(_listing(info.get("tags"))),
+        )
     return titled(f"{plural(len(services), 'service')} · {where}", table)
 
 
+HEALTH_STYLES = {"passing": "green", "warning": "yellow", "critical": "red"}
+
+
+def instances_table(instances: Iterable[Mapping[str, Any]]) -> Table:
+    """Instances of a service (outside any node, in any language): id, address, health, tags,
+    and the node that registered and checks it."""
+    table = Table()
+    for column in ("id", "address", "health", "tags", "node", "node id"):
+        table.add_column(column, no_wrap=column in ("address", "node id"))
+    for i in instances:
+        health = str(i.get("health", ""))
+        table.add_row(
+            Text(str(i.get("id", ""))),
+            Text(f"{i.get('address', '')}:{i.get('port', '')}"),
+            Text(health, style=HEALTH_STYLES.get(health, "")),
+            Text(_listing(i.get("tags"))),
+            Text(str(i.get("node", ""))),
+            Text(short(i.get("member"))),
+        )
+    return table
+
+
 def service_view(doc: Mapping[str, Any], now: float) -> RenderableType:
-    """/v1/services/<name>: its providers, as the members table."""
-    members = doc["members"]
+    """/v1/services/<name>: its providers, as the members table, then its instances."""
+    members, instances = doc["members"], doc.get("instances") or []
     where = f"epoch {doc.get('epoch')} · version {doc.get('version')}"
-    if not members:
-        return Text(f"no member provides {doc.get('service')} · {where}")
-    title = f"service {doc.get('service')}: {plural(len(members), 'provider')} · {where}"
-    return titled(title, members_table(members, now))
+    service = doc.get("service")
+    if not members and not instances:
+        return Text(f"no member provides {service} and it has no instances · {where}")
+    parts: list[RenderableType] = []
+    if members:
+        title = f"service {service}: {plural(len(members), 'provider')} · {where}"
+        parts.append(titled(title, members_table(members, now)))
+    if instances:
+        passing = sum(1 for i in instances if i.get("health") == "passing")
+        title = f"service {service}: {plural(len(instances), 'instance')}, {passing} passing"
+        parts.append(titled(title if members else f"{title} · {where}", instances_table(instances)))
+    return Group(*parts)
 
 
 def links_view(doc: Mapping[str, Any], now: float) -> RenderableType:

@@ -27,6 +27,9 @@ class Agent:
         self._on_change = on_change
         self._definitions: dict[str, ServiceDefinition] = {}  # instance id -> definition
         self.checker = Checker(self._health_changed, self._expired)
+        # (host, instances): the record's instances, made again only after a change (the
+        # gateway reads them on every request)
+        self._made: tuple[str, tuple[Instance, ...]] | None = None
 
     def __contains__(self, instance_id: str) -> bool:
         return instance_id in self._definitions
@@ -45,6 +48,7 @@ class Agent:
         replaced = definition.id in self._definitions
         self._definitions[definition.id] = definition
         self.checker.add(definition.id, definition.checks, time.monotonic())
+        self._made = None
         log.info(
             "instance_registered",
             instance=definition.id,
@@ -59,6 +63,7 @@ class Agent:
         if self._definitions.pop(instance_id, None) is None:
             return False
         self.checker.remove(instance_id)
+        self._made = None
         log.info("instance_deregistered", instance=instance_id)
         self._on_change()
         return True
@@ -66,10 +71,12 @@ class Agent:
     def instances(self, host: str, extra: ServiceDefinition | None = None) -> tuple[Instance, ...]:
         """The instances as the record carries them; an address left out is `host` (the
         node's advertise host). With `extra`: as they would be once it is registered."""
+        if extra is None and self._made is not None and self._made[0] == host:
+            return self._made[1]
         definitions = dict(self._definitions)
         if extra is not None:
             definitions[extra.id] = extra
-        return tuple(
+        made = tuple(
             Instance(
                 d.id,
                 d.name,
@@ -81,6 +88,9 @@ class Agent:
             )
             for d in definitions.values()
         )
+        if extra is None:
+            self._made = (host, made)
+        return made
 
     # -- Consul's agent endpoints ----------------------------------------------------
 
@@ -113,6 +123,7 @@ class Agent:
     # -- the checker's callbacks -----------------------------------------------------
 
     def _health_changed(self, instance_id: str) -> None:
+        self._made = None
         log.info("instance_health", instance=instance_id, health=self.checker.health(instance_id))
         self._on_change()
 

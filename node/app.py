@@ -128,8 +128,10 @@ class Node:
 
     @property
     def advertise_host(self) -> str:
-        """The host other nodes dial us at (worked out anew at each registration)."""
-        return split_address(self.address)[0]
+        """The host other nodes dial us at (worked out anew at each registration; our own
+        address, so its port may still be 0 before the listener is up)."""
+        host = self.address.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
 
     @property
     def http(self) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -24,6 +24,7 @@ from shared.wire import (
     MAX_NAME,
     MAX_SERVICES,
     MAX_TAGS,
+    Instance,
     Member,
     check_record_size,
     labels,
@@ -144,6 +145,8 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         check_record_size(record)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    instances = _instances_file(args.instances_file)
+    _check_size_with(record, instances)
     return NodeConfig(
         **common_config(args, env),
         name=args.name,
@@ -153,9 +156,23 @@ def parse(argv: list[str], env: Mapping[str, str]) -> NodeConfig:
         services=record.services,
         tags=record.tags,
         meta=record.meta,
-        instances=_instances_file(args.instances_file),
+        instances=instances,
         gateway_port=args.gateway_port,
     )
+
+
+def _check_size_with(record: Member, definitions: tuple[ServiceDefinition, ...]) -> None:
+    """The record with its instances must fit (MAX_RECORD_WITH_INSTANCES), as a registration
+    over HTTP must; an address left out counts as a long IPv6 one."""
+    placeholder = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+    instances = tuple(
+        Instance(d.id, d.name, d.address or placeholder, d.port, d.tags, d.meta, "critical")
+        for d in definitions
+    )
+    try:
+        check_record_size(replace(record, instances=instances))
+    except ValueError as exc:
+        raise ConfigError(f"--instances-file: {exc}") from None
 
 
 def _instances_file(path: str | None) -> tuple[ServiceDefinition, ...]:

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from node.errors import RequestFailed
-from node.routing import TRIES, ProviderPicker, healthiest
+from node.routing import TRIES, ProviderPicker, healthiest, routable_instances
 from shared.config import join_address
 from shared.http import json_response
 from shared.wire import DNS_LABEL, MAX_DEPTH, Instance, nests_too_deeply
@@ -70,11 +70,6 @@ class ConnectFailed(Exception):
     """Nothing was sent: the next instance may be tried."""
 
 
-def instance_key(agent_id: str, instance: Instance) -> str:
-    """How answers name an instance (X-Mesh-Instance): `<agent id>/<instance id>`."""
-    return f"{agent_id}/{instance.id}"
-
-
 class Gateway:
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -90,27 +85,21 @@ class Gateway:
     # -- which instance ----------------------------------------------------------
 
     def candidates(self, service: str) -> dict[str, tuple[Instance, str]]:
-        """Instances of `service` that may take a request now, by key: (instance, health),
-        from this node and from every peer whose link is up and that is not draining."""
+        """Instances of `service` that may take a request now (node.routing)."""
         node = self._node
-        found: dict[str, tuple[Instance, str]] = {}
+        agents = [(node.member, True)] if node.member.instances else []
+        agents += [
+            (peer.member, peer.status.state == "connected")
+            for peer in node.mesh.peers.values()
+            if peer.member.instances
+        ]
+        return routable_instances(service, agents)
 
-        def add(agent_id: str, instances: tuple[Instance, ...]) -> None:
-            for instance in instances:
-                if instance.service == service and instance.health != "critical":
-                    found[instance_key(agent_id, instance)] = (instance, instance.health)
-
-        if not node.draining:
-            add(node.id, node.member.instances)
-        for peer_id, peer in node.mesh.peers.items():
-            record = peer.member
-            if record.instances and not record.draining and peer.status.state == "connected":
-                add(peer_id, record.instances)
-        return found
-
-    def pick(self, service: str, tried: set[str]) -> tuple[str, Instance] | None:
-        candidates = {k: v for k, v in self.candidates(service).items() if k not in tried}
-        keys = healthiest({key: health for key, (_, health) in candidates.items()})
+    def pick(
+        self, service: str, candidates: dict[str, tuple[Instance, str]], tried: set[str]
+    ) -> tuple[str, Instance] | None:
+        """The instance to try next, of `candidates` not yet `tried`."""
+        keys = healthiest({k: health for k, (_, health) in candidates.items() if k not in tried})
         key = self._picker.pick(service, {k: self._in_flight.get(k, 0) for k in keys})
         return None if key is None else (key, candidates[key][0])
 
@@ -148,7 +137,7 @@ class Gateway:
         request[FOUND] = bool(candidates)
         tried: set[str] = set()
         while len(tried) < TRIES:
-            chosen = self.pick(service, tried)
+            chosen = self.pick(service, candidates, tried)
             if chosen is None:
                 break
             key, instance = chosen
@@ -231,13 +220,28 @@ class Gateway:
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, key: str
     ) -> web.StreamResponse:
-        """The instance's answer, streamed as it comes: an event stream or a large download
-        is never held whole."""
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in upstream.headers.items():
-            if name.lower() not in HOP_BY_HOP:
-                response.headers.add(name, value)
-        response.headers["X-Mesh-Instance"] = key
+        """The instance's answer: a small one of known length whole, in one write; any
+        other streamed as it comes, so an event stream or a large download is never held
+        whole."""
+        headers = CIMultiDict(
+            (name, value)
+            for name, value in upstream.headers.items()
+            if name.lower() not in HOP_BY_HOP
+        )
+        headers["X-Mesh-Instance"] = key
+        length = upstream.content_length
+        if length is not None and length <= CHUNK and request.method != "HEAD":
+            try:
+                body = await upstream.read()
+            except aiohttp.ClientError as exc:
+                raise GatewayError(502, f"{key} closed mid-answer: {exc}", "") from None
+            del headers["Content-Length"]  # the response sets it from the body
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body
+            )
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
         try:
             await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(CHUNK):

@@ -9,7 +9,9 @@ provider (its requests pile up) gets fewer of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+from shared.wire import Instance, Member
 
 TRIES = 3  # a routed request goes to at most this many providers
 
@@ -37,3 +39,27 @@ def healthiest(health: Mapping[str, str]) -> list[str]:
         if keys:
             return keys
     return []
+
+
+def instance_key(agent_id: str, instance: Instance) -> str:
+    """How answers name an instance (X-Mesh-Instance): `<agent id>/<instance id>`."""
+    return f"{agent_id}/{instance.id}"
+
+
+def routable_instances(
+    service: str, records: Iterable[tuple[Member, bool]]
+) -> dict[str, tuple[Instance, str]]:
+    """The instances of `service` the gateway may send to, by key: (instance, health).
+
+    `records` are the agents with whether each is reachable (this node itself, or a peer
+    whose link is connected). An instance is left out when critical, or when its agent is
+    unreachable or draining: the agent is the one that knows it is healthy.
+    """
+    found: dict[str, tuple[Instance, str]] = {}
+    for record, reachable in records:
+        if not reachable or record.draining:
+            continue
+        for instance in record.instances:
+            if instance.service == service and instance.health != "critical":
+                found[instance_key(record.id, instance)] = (instance, instance.health)
+    return found

@@ -19,8 +19,6 @@ the app are ready before it.
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import json
 import os
 import time
@@ -44,19 +42,6 @@ NOTICE = 60.0  # a stopped or killed app is critical well within this (checks ev
 TRANSIENT = (502, 503)  # what a call may answer while an app's death is being noticed
 
 
-def _gateway_landed() -> bool:
-    """The node takes --gateway-port (issue 20's gateway)."""
-    from node import config as node_config
-    from shared.config import ConfigError
-
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            node_config.parse(["--gateway-port", "9180"], {"MESH_DISTRIBUTORS": ""})
-        except (ConfigError, SystemExit):  # an unknown flag
-            return False
-    return True
-
-
 def _node_base_image() -> str | None:
     if value := os.environ.get("NODE_BASE_IMAGE"):
         return value
@@ -70,8 +55,6 @@ def _node_base_image() -> str | None:
 def polyglot(docker_client, record_figure):
     """The distributor, one plain node and the three app + agent pairs (compose profile
     `polyglot`); hello-1-agent's gateway on an ephemeral 127.0.0.1 port."""
-    if not _gateway_landed():
-        pytest.skip("the node has no --gateway-port yet (issue 20's gateway)")
     base = _node_base_image()
     if base and not docker_client.images.list(name=base):
         pytest.fail(f"the Node.js base image {base} (from .env) is missing: `make setup` builds it")

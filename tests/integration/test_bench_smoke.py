@@ -36,6 +36,7 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
         "messaging",
         "memory",
         "one_join",
+        "gateway",
         "consul_watch",
         "table",
     }
@@ -70,6 +71,16 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
     one_join = results["one_join"]
     assert one_join["completed"], one_join
     assert one_join["n"] == 50 and len(one_join["trials_ms"]) == results["plan"]["one_join_trials"]
+
+    # the gateway beside the app called directly and through HAProxy, and through a crash
+    gateway = results["gateway"]
+    for target in ("direct", "haproxy", "gateway"):
+        (run,) = gateway["throughput"]["runs"][target]
+        assert run["rps"] > 0 and 0 < run["p50_ms"] <= run["p99_ms"] and run["non_2xx"] == 0, run
+    for target in ("gateway", "haproxy", "haproxy_redispatch"):
+        (crash,) = gateway["crash"][target]
+        assert crash["calls"] > 0 and 0 <= crash["failed"] < crash["calls"], (target, crash)
+    assert "gateway / haproxy: rps" in stdout
 
     # issue 15's table: every row, each with its one run's figure and, where it has one,
     # a ratio to a yardstick of this run

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -112,6 +113,16 @@ def call(port: int, path: str, method: str = "GET", body: bytes | None = None) -
         conn.close()
 
 
+def metrics_text(node: Proc) -> tuple[int, str]:
+    conn = HTTPConnection("127.0.0.1", node.http_port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
 def instance_of(headers: dict[str, str]) -> str:
     return headers["X-Mesh-Instance"].rpartition("/")[2]
 
@@ -205,20 +216,49 @@ def test_a_33rd_instance_is_refused(make_cluster) -> None:
     assert register(agent, {"name": "hello", "id": "h0", "port": 5000})[0] == 200
 
 
-def test_a_bad_instances_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    import sys
+BIG_META = {f"k{j}": "v" * 400 for j in range(3)}
 
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ('{"service": {"name": "hello"}}', "Port"),
+        ("{not json", "not JSON"),
+        ('{"services": 5}', "services"),
+        (
+            orjson.dumps(
+                {"services": [{"name": "h", "id": f"h{i}", "port": 80} for i in range(33)]}
+            ).decode(),
+            "at most 32",
+        ),
+        (
+            orjson.dumps(
+                {
+                    "services": [
+                        {"name": "h", "id": f"h{i}", "port": 80, "meta": BIG_META}
+                        for i in range(32)
+                    ]
+                }
+            ).decode(),
+            "over 32768",
+        ),
+    ],
+)
+def test_a_bad_instances_file_is_one_line_and_exit_2(
+    tmp_path: Path, content: str, why: str
+) -> None:
     path = tmp_path / "instances.json"
-    path.write_text('{"service": {"name": "hello"}}')
+    path.write_text(content)
     done = subprocess.run(
         [sys.executable, "-m", "node", "--instances-file", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
+        env={"MESH_DISTRIBUTORS": "", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and "Port" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and why in done.stderr, done.stderr
 
 
 def test_the_agents_death_removes_its_instances(make_cluster, apps, tmp_path: Path) -> None:
@@ -307,6 +347,17 @@ def test_an_app_that_closes_mid_response_is_a_502_and_the_next_call_works(
     code, _, body = call(port, "/hello/close")
     assert code == 502 and orjson.loads(body)["service"] == "hello"
     assert call(port, "/hello/")[0] == 200
+    # no response headers within MESH_GATEWAY_TIMEOUT (5 s here): 504, and the next works
+    code, _, body = call(port, "/hello/sleep?ms=20000")
+    assert code == 504 and orjson.loads(body)["service"] == "hello"
+    assert call(port, "/hello/")[0] == 200
+    # the gateway counts by service and status code, and times every answer
+    code, text = metrics_text(node)
+    assert code == 200
+    for series in ('code="502",service="hello"', 'code="504",service="hello"'):
+        assert f"mesh_gateway_requests_total{{{series}}} 1.0" in text, text
+    assert 'mesh_gateway_requests_total{code="200",service="hello"} 2.0' in text
+    assert 'mesh_gateway_request_duration_seconds_count{service="hello"} 4.0' in text
 
 
 def test_streams_and_large_bodies_pass_through_whole(make_cluster, apps) -> None:
@@ -402,8 +453,6 @@ def test_a_slowloris_client_is_cut(make_cluster) -> None:
 
 
 def test_a_gateway_port_in_use_is_exit_2(tmp_path: Path) -> None:
-    import sys
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

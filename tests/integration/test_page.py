@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
 from pathlib import Path
@@ -341,5 +342,54 @@ def test_a_cut_link_turns_red_and_clears_when_it_heals(make_cluster, browser, re
         until(browser, "no red mark left", lambda: not any(r["broken"] for r in rows(browser)))
         assert names(browser) == ["ghost", "pay1", "shop1", "shop2"]
     until(browser, "the ghost gone", lambda: "ghost" not in names(browser))
+    assert not_reloaded(browser)
+    assert console_errors(browser) == []
+
+
+CHIPS = """return [...document.querySelectorAll('.chip.instance')].map(c => ({
+  id: c.dataset.instanceId, health: c.dataset.health, text: c.textContent,
+  color: getComputedStyle(c).backgroundColor}));"""
+
+
+def test_an_instance_shows_as_a_chip_coloured_by_its_health(
+    make_cluster, browser, record_figure
+) -> None:
+    """An instance's health reaches the page as a record update: the chip turns from
+    green to red without a reload."""
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    agent = cluster.node("agent")
+    with socket.socket() as app:  # a TCP check passes while this listens
+        app.bind(("127.0.0.1", 0))
+        app.listen()
+        port = app.getsockname()[1]
+        definition = {
+            "name": "hello",
+            "id": "hello-1",
+            "address": "127.0.0.1",
+            "port": port,
+            "check": {"tcp": f"127.0.0.1:{port}", "interval": "200ms"},
+        }
+        code, _ = http("PUT", agent.http_port, "/v1/agent/service/register", definition)
+        assert code == 200
+        browser.get(page_url(distributor))
+        mark_page(browser)
+        until(
+            browser,
+            "a passing chip",
+            lambda: [c["health"] for c in browser.execute_script(CHIPS)] == ["passing"],
+        )
+        (chip,) = browser.execute_script(CHIPS)
+        assert chip["id"] == "hello-1" and "hello" in chip["text"] and "hello-1" in chip["text"]
+        green = chip["color"]
+        screenshot(browser, "instance-passing", record_figure)
+    # the app's port closed: its check fails, the agent announces it, the page follows
+    until(
+        browser,
+        "a critical chip",
+        lambda: [c["health"] for c in browser.execute_script(CHIPS)] == ["critical"],
+    )
+    assert browser.execute_script(CHIPS)[0]["color"] != green
+    screenshot(browser, "instance-critical", record_figure)
     assert not_reloaded(browser)
     assert console_errors(browser) == []

@@ -106,13 +106,13 @@ def test_records_and_updates_reach_every_node_and_the_distributor(make_cluster) 
     # each node's services view, from its own knowledge
     code, doc = http("GET", c.http_port, "/v1/services")
     assert code == 200 and doc["services"]["goods"]["members"] == 2
-    assert doc["services"]["stock"] == {"members": 1, "tags": []}
+    assert doc["services"]["stock"] == {"members": 1, "instances": 0, "passing": 0, "tags": []}
     code, doc = http("GET", a.http_port, "/v1/services/goods")
     states = {m["name"]: m["state"] for m in doc["members"]}
     assert states == {"a": "self", "b": "connected"}
     assert http("GET", a.http_port, "/v1/services/nobody") == (
         200,
-        {"service": "nobody", "members": []},
+        {"service": "nobody", "members": [], "instances": []},
     )
 
     # back in rotation, and a distributor restart in between keeps the newest record

@@ -1,5 +1,6 @@
-"""A rolling upgrade to protocol version 3: nodes and a distributor of the release before it
-(version 2, records as objects) mesh with new ones, each link speaking what both read."""
+"""Rolling upgrades: nodes and a distributor of an earlier release (version 2: records as
+objects; version 3: records as arrays, without instances) mesh with new ones, each link
+speaking what both read."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from harness.procs import http
 from harness.waiting import wait_for
 from tests.integration.cluster import full_mesh, member_ids, registered_ids, status
 from tests.integration.releases import checkout_release, old
-from tests.integration.test_services import post, seen_everywhere
+from tests.integration.test_instances import register as register_instance
+from tests.integration.test_services import post, record_of, seen_everywhere
 
 VERSION_2_RELEASE = "e61df814cf2d9d39b4ccf0f3f71520064a1e5405"  # the last to speak 1..2
 
@@ -69,3 +71,79 @@ def test_new_nodes_register_with_a_version_2_distributor(make_cluster, version_2
     assert post(a.http_port, {"service": "goods", "method": "ping"})[2] == ids["b"]
     assert {m["id"] for m in status(a)["members"]} == {ids["b"]}
     no_protocol_errors(old_distributor, a, b)
+
+
+# -- version 3 -> 4: instances in records --------------------------------------------
+
+VERSION_3_RELEASE = "d91da051253fc73cd71c6db3d7dbbda5c414d648"  # the last to speak 1..3
+
+
+@pytest.fixture(scope="module")
+def version_3_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = checkout_release(VERSION_3_RELEASE, tmp_path_factory.mktemp("version-3"))
+    assert "PROTOCOL_VERSION = 3" in (root / "shared" / "wire.py").read_text()
+    return root
+
+
+INSTANCE = {"name": "hello", "id": "hello-1", "address": "127.0.0.1", "port": 1234}
+
+
+def instances_seen(node, member_id: str) -> list[str] | None:
+    record = record_of(status(node)["members"], member_id)
+    return None if record is None else [i["id"] for i in record.get("instances", [])]
+
+
+def test_a_version_3_node_meshes_with_nodes_whose_records_carry_instances(
+    make_cluster, version_3_release
+) -> None:
+    """A version-3 reader refuses a record array of ten fields: it gets objects, whose
+    `instances` it ignores, and no `deltas` batch with an object in it."""
+    cluster = make_cluster(steady=True)
+    distributor = cluster.distributor()
+    agent = cluster.node("agent")
+    old_node = cluster.node("old", program=old(version_3_release, "node"))
+    ids = wait_for("old and new in one mesh", lambda: full_mesh([agent, old_node]))
+
+    assert register_instance(agent, INSTANCE)[0] == 200
+    late = cluster.node("late")  # gets the instance in its snapshot, as an array
+    nodes = [agent, old_node, late]
+    ids = wait_for("three in one mesh", lambda: full_mesh(nodes))
+    wait_for("the new node sees the instance", lambda: instances_seen(late, ids["agent"]))
+    assert instances_seen(late, ids["agent"]) == ["hello-1"]
+    # the old node has the agent's newest record, without what it cannot read
+    wait_for(
+        "the old node has the agent's record",
+        lambda: (
+            record_of(status(old_node)["members"], ids["agent"])["incarnation"]
+            == status(agent)["incarnation"]
+        ),
+    )
+    assert "instances" not in record_of(status(old_node)["members"], ids["agent"])
+    assert post(old_node.http_port, {"to": "agent", "method": "echo", "body": 1})[:2] == (200, 1)
+    # a change of an instance is a record update that reaches the old node too
+    assert http("PUT", agent.http_port, "/v1/agent/service/deregister/hello-1")[0] == 200
+    wait_for("the new node drops it", lambda: instances_seen(late, ids["agent"]) == [])
+    wait_for(
+        "the old node has that record",
+        lambda: (
+            record_of(status(old_node)["members"], ids["agent"])["incarnation"]
+            == status(agent)["incarnation"]
+        ),
+    )
+    old_node.stop()
+    wait_for("the agent drops the old node", lambda: ids["old"] not in member_ids(agent))
+    no_protocol_errors(distributor, agent, old_node, late)
+
+
+def test_new_nodes_with_instances_register_with_a_version_3_distributor(
+    make_cluster, version_3_release
+) -> None:
+    cluster = make_cluster(steady=True)
+    old_distributor = cluster.distributor(program=old(version_3_release, "distributor"))
+    agent, other = cluster.node("agent"), cluster.node("other")
+    ids = wait_for("a mesh through an old distributor", lambda: full_mesh([agent, other]))
+    assert register_instance(agent, INSTANCE)[0] == 200
+    # the instance reaches the other node through the peer link (anti-entropy)
+    wait_for("seen by the peer", lambda: instances_seen(other, ids["agent"]) == ["hello-1"])
+    assert registered_ids(old_distributor) == set(ids.values())
+    no_protocol_errors(old_distributor, agent, other)

@@ -354,9 +354,14 @@ async def test_services_count_providers_and_union_their_tags(api: Api) -> None:
         "epoch": EPOCH,
         "version": 4,
         "services": {
-            "cache": {"members": 1, "tags": []},
-            "db": {"members": 1, "tags": ["v2", "zone-a"]},
-            "web": {"members": 2, "tags": ["v2", "zone-a", "v1"]},  # draining counted
+            "cache": {"members": 1, "instances": 0, "passing": 0, "tags": []},
+            "db": {"members": 1, "instances": 0, "passing": 0, "tags": ["v2", "zone-a"]},
+            "web": {
+                "members": 2,
+                "instances": 0,
+                "passing": 0,
+                "tags": ["v2", "zone-a", "v1"],
+            },  # draining counted
         },
     }
     assert list(doc["services"]) == ["cache", "db", "web"]  # sorted by name
@@ -387,6 +392,7 @@ async def test_an_unknown_service_is_an_empty_list(api: Api) -> None:
         "version": 1,
         "service": "nothing",
         "members": [],
+        "instances": [],
     }
 
 
@@ -403,7 +409,12 @@ async def test_services_are_blocking_queries_too(api: Api) -> None:
     await api.until_parked(2)
     api.join(2, services=("web",), tags=("new",))
     _, doc, _ = await listing
-    assert doc["version"] == 2 and doc["services"]["web"] == {"members": 2, "tags": ["new"]}
+    assert doc["version"] == 2 and doc["services"]["web"] == {
+        "members": 2,
+        "instances": 0,
+        "passing": 0,
+        "tags": ["new"],
+    }
     _, doc, _ = await one
     assert doc["version"] == 2 and ids(doc) == ["id-1", "id-2"]
 

@@ -157,9 +157,6 @@ class Recorder(Mapping[str, str]):
 
 
 PARSERS = {"node": node_config.parse, "distributor": distributor_config.parse}
-# Set in the manifests for issue 20 (instances, the gateway, DNS) ahead of the code that
-# reads them; once node/config.py reads a name, it is checked like any other.
-PENDING = {"MESH_INSTANCES_FILE", "MESH_GATEWAY_PORT", "MESH_DNS_PORT"}
 DEFAULT_PORTS = {
     "node": (node_config.DEFAULT_PORT, node_config.DEFAULT_HTTP_PORT),
     "distributor": (distributor_config.DEFAULT_PORT, distributor_config.DEFAULT_HTTP_PORT),
@@ -245,7 +242,7 @@ def test_the_image_is_one_override() -> None:
 def test_every_env_var_is_one_the_program_reads(program: str) -> None:
     for prog, workload in workloads():
         if prog == program:
-            unknown = set(env_of(container(workload))) - accepted(program) - PENDING
+            unknown = set(env_of(container(workload))) - accepted(program)
             assert not unknown, f"{workload['metadata']['name']} sets {unknown}: not read"
 
 
@@ -462,7 +459,7 @@ def test_the_swarm_stacks_env_is_read_and_parses(service: str, tmp_path: Path) -
     spec = stack["services"][service]
     program = spec["command"][0]
     env = {k: _interpolated(v) for k, v in spec["environment"].items()}
-    unknown = set(env) - accepted(program) - PENDING
+    unknown = set(env) - accepted(program)
     assert not unknown, f"the stack's {service} sets {unknown}: not read"
     # the Docker secrets are where the *_FILE variables point
     targets = {f"/run/secrets/{s['source']}" for s in spec["secrets"]}

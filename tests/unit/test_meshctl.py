@@ -286,3 +286,34 @@ def test_watch_state() -> None:
 def test_watch_state_refuses_what_the_api_does_not_send(event: Event) -> None:
     with pytest.raises(ValueError):
         WatchState().apply(event)
+
+
+def test_a_service_with_instances_lists_them_with_their_health() -> None:
+    summary = {
+        "epoch": "e",
+        "version": 3,
+        "services": {"hello": {"members": 0, "instances": 3, "passing": 2, "tags": ["v1"]}},
+    }
+    row = next(
+        line for line in text_of(render.services_view(summary)).splitlines() if "hello" in line
+    )
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == ["hello", "0", "3", "2", "v1"]
+    instance = {"service": "hello", "port": 3000, "tags": ["v1"], "meta": {}}
+    doc = {
+        "epoch": "e",
+        "version": 3,
+        "service": "hello",
+        "members": [],
+        "instances": [
+            {**instance, "id": "hello-1", "address": "10.0.0.5", "health": "passing"}
+            | {"member": "aaaaaaaa1111", "node": "agent-1"},
+            {**instance, "id": "hello-2", "address": "10.0.0.6", "health": "critical"}
+            | {"member": "bbbbbbbb2222", "node": "agent-2"},
+        ],
+    }
+    text = text_of(render.service_view(doc, NOW))
+    assert "service hello: 2 instances, 1 passing · epoch e · version 3" in text
+    row = next(line for line in text.splitlines() if "hello-2" in line)
+    for cell in ("10.0.0.6:3000", "critical", "agent-2", "bbbbbbbb"):
+        assert cell in row
+    assert "no member provides" in text_of(render.service_view({**doc, "instances": []}, NOW))

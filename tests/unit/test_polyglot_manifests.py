@@ -33,7 +33,6 @@ from node import config as node_config
 from tests.unit.test_k8s_manifests import (
     IMAGE_UID,
     K8S,
-    PENDING,
     ROOT,
     STACK,
     _interpolated,
@@ -182,7 +181,7 @@ def _agent_environment(tmp: Path) -> dict[str, str]:
 
 def test_the_agents_environment_is_read_and_parses(tmp_path: Path) -> None:
     _, _, agent = hello()
-    unknown = set(env_of(agent)) - accepted("node") - PENDING
+    unknown = set(env_of(agent)) - accepted("node")
     assert not unknown, f"the agent sets {unknown}: not read"
     env = _agent_environment(tmp_path)
     config = node_config.parse([], env)
@@ -323,7 +322,7 @@ def check_pair(n: int, app: dict[str, Any], agent: dict[str, Any]) -> dict[str, 
     assert env["MESH_GATEWAY_PORT"] == str(GATEWAY_PORT)
     assert env["MESH_DNS_PORT"] == str(DNS_PORT)
     assert env["MESH_NAME"] == f"hello-{n}-agent"
-    unknown = set(env) - accepted("node") - PENDING
+    unknown = set(env) - accepted("node")
     assert not unknown, f"hello-{n}-agent sets {unknown}: not read"
     return env
 
@@ -384,8 +383,10 @@ def test_the_swarm_pairs_match_compose(tmp_path: Path) -> None:
             assert env[name] in {f"/run/secrets/{s['source']}" for s in agent["secrets"]}
             env[name] = str(tmp_path / name)
             Path(env[name]).write_text("a-secret\n")
+        env["MESH_INSTANCES_FILE"] = str(source)  # where the config comes from
         config_ = node_config.parse([], env)
         assert config_.name == f"hello-{n}-agent"
+        assert [d.id for d in config_.instances] == [f"hello-{n}"]
     published = [(n, p) for n, s in services.items() for p in s.get("ports", [])]
     assert [(n, p["target"], p["mode"]) for n, p in published] == [
         ("hello-1-agent", GATEWAY_PORT, "host")

@@ -1,10 +1,11 @@
-"""node/routing.py: which provider gets a routed request."""
+"""node/routing.py: which provider, or which instance, gets a routed request."""
 
 from __future__ import annotations
 
 import collections
 
-from node.routing import ProviderPicker
+from node.routing import ProviderPicker, healthiest, routable_instances
+from shared.wire import Instance, Member
 
 
 def test_no_candidate_is_none() -> None:
@@ -51,3 +52,43 @@ def test_load_follows_in_flight_counts() -> None:
         if step % 5 == 0:
             in_flight["slow"] = 0  # answers every fifth step
     assert served["fast"] > 2 * served["slow"] > 0
+
+
+# -- the gateway's choice of instance ----------------------------------------------------
+
+
+def instance(iid: str, health: str, service: str = "hello") -> Instance:
+    return Instance(iid, service, "10.0.0.9", 3000, health=health)
+
+
+def agent(aid: str, *instances: Instance, draining: bool = False) -> Member:
+    return Member(aid, aid, f"10.0.0.{len(aid)}:9010", 1, draining=draining, instances=instances)
+
+
+def test_only_reachable_not_draining_agents_and_not_critical_instances_are_routable() -> None:
+    records = [
+        (agent("a", instance("h1", "passing"), instance("h2", "critical")), True),
+        (agent("b", instance("h3", "warning"), instance("x", "passing", "other")), True),
+        (agent("c", instance("h4", "passing")), False),  # its link is down
+        (agent("d", instance("h5", "passing"), draining=True), True),
+    ]
+    routable = routable_instances("hello", records)
+    assert {key: health for key, (_, health) in routable.items()} == {
+        "a/h1": "passing",
+        "b/h3": "warning",
+    }
+    assert routable["a/h1"][0].port == 3000
+
+
+def test_passing_instances_before_warning_ones() -> None:
+    assert healthiest({"a/1": "warning", "b/1": "passing", "c/1": "passing"}) == ["b/1", "c/1"]
+    assert healthiest({"a/1": "warning", "b/1": "critical"}) == ["a/1"]
+    assert healthiest({"b/1": "critical"}) == []
+
+
+def test_the_gateway_spreads_by_in_flight_then_turns() -> None:
+    picker = ProviderPicker()
+    keys = healthiest({"a/1": "passing", "b/1": "passing", "c/1": "warning"})
+    picks = [picker.pick("hello", dict.fromkeys(keys, 0)) for _ in range(4)]
+    assert picks == ["a/1", "b/1", "a/1", "b/1"]  # never the warning one while two pass
+    assert picker.pick("hello", {"a/1": 2, "b/1": 1}) == "b/1"
