@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -160,7 +160,9 @@ class ConsulSource:
     wait: Callable[[float], Awaitable[object]]  # until the view may have changed, or timeout
     wake: Callable[[], None]  # wake every waiter (on shutdown)
     # held while a query is parked: it counts as a watcher; TooManyWatchers when full
-    hold: Callable[[], contextlib.AbstractContextManager[None]] = ParkedCount().hold
+    hold: Callable[[], contextlib.AbstractContextManager[None]] = field(
+        default_factory=lambda: ParkedCount().hold  # a count of its own for each source
+    )
 
 
 class ConsulHttp:
