@@ -23,7 +23,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import detection, gateway, memory, messaging, onejoin, propagation, report, storm
+from bench import (
+    consul_watch,
+    detection,
+    gateway,
+    memory,
+    messaging,
+    onejoin,
+    propagation,
+    report,
+    storm,
+)
 from bench import dns as dns_bench
 from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
@@ -47,6 +57,8 @@ def plan(smoke: bool, budget: float | None, repeats: int | None) -> dict[str, An
             "one_join_n": 50,
             "one_join_trials": 3,
             "dns_seconds": 0.5,
+            "consul_watchers": 50,
+            "consul_changes": 3,
         }
     return {
         "repeats": repeats or REPEATS,
@@ -60,6 +72,8 @@ def plan(smoke: bool, budget: float | None, repeats: int | None) -> dict[str, An
         "one_join_n": 10000,
         "one_join_trials": 5,  # joins to the same n connected nodes: connecting them is the cost
         "dns_seconds": 3.0,  # each run of queries at the node and at the bare responder
+        "consul_watchers": 1000,  # blocking health queries on one service (issue 21)
+        "consul_changes": 10,
     }
 
 
@@ -169,6 +183,8 @@ def main(argv: list[str]) -> int:
     gateway_results = gateway.run(smoke, repeats)
     section("dns", "dns: SRV queries/s, a node and a bare dnspython responder in turn")
     dns_result = dns_bench.run(run_plan["dns_seconds"], repeats)
+    section("consul_watch", "consul blocking queries (watchers of a; a and b change)")
+    consul = consul_watch.run(run_plan["consul_watchers"], run_plan["consul_changes"])
     trials = 0 if smoke else args.detection_trials if args.detection_trials is not None else 20
     detected = None
     if trials:
@@ -190,6 +206,7 @@ def main(argv: list[str]) -> int:
         "one_join": one_join,
         "gateway": gateway_results,
         "dns": dns_result,
+        "consul_watch": consul,
     }
     if detected is not None:
         results["detection"] = detected
@@ -203,6 +220,7 @@ def main(argv: list[str]) -> int:
     print()
     print(report.text(results))
     print(dns_bench.text(dns_result))
+    print(consul_watch.row(consul))
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     each = ", ".join(f"{name} {s} s" for name, s in results["section_seconds"].items())
     print(f"total {time.monotonic() - started:.0f} s ({each})")

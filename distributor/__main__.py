@@ -12,6 +12,7 @@ import secrets
 import structlog
 
 from distributor import config as distributor_config
+from distributor import consul
 from distributor.http import make_app
 from distributor.registry import Registry
 from distributor.server import DistributorServer
@@ -62,10 +63,9 @@ async def serve(
     dns = None
     try:
         dns = await start_dns(config, lambda: dns_view(registry))
-        runner = await start_api(
-            make_app(registry, watch, stats=server.stats, max_watchers=config.tuning.max_watchers),
-            config,
-        )
+        app = make_app(registry, watch, stats=server.stats, max_watchers=config.tuning.max_watchers)
+        consul.add_routes(app, registry, watch, config, server.address)
+        runner = await start_api(app, config)
         try:
             log.info("distributor_ready", address=server.address, http_port=config.http_port)
             await stop.wait()

@@ -45,6 +45,7 @@ from node.routing import TRIES, ProviderPicker
 from shared.config import join_address, split_address
 from shared.link import Link
 from shared.looplag import LoopLag
+from shared.viewsignal import ViewSignal
 from shared.wire import (
     MAX_METHOD,
     MAX_SERVICES,
@@ -92,6 +93,10 @@ class Node:
             lambda: self.member,
             self.stats,
         )
+        # the view (records, link states) may have changed: the Consul view's watchers look
+        # again (node/consul.py)
+        self.view_signal = ViewSignal()
+        self.mesh.on_link_state = self.view_signal.notify
         self._picker = ProviderPicker()
         self._link_reporter = LinkReporter(tuning.heartbeat_timeout)
         self._local_in_flight = 0  # requests our own handlers are answering for ourselves
@@ -187,6 +192,7 @@ class Node:
         self.membership.incarnation = incarnation
         self.registrar.announce()
         self.mesh.announce()
+        self.view_signal.notify()
         new = self.member
         self.log.info(
             "record_updated",
@@ -229,6 +235,7 @@ class Node:
         self.membership.incarnation += 1
         host = await advertise_host(self.config, local=link.local_host)
         self.address = join_address(host, self.port)
+        self.view_signal.notify()  # our record's address may be new
         return self.hello()
 
     def apply(self, changes: Changes) -> None:
@@ -242,6 +249,8 @@ class Node:
                 detail=f"{limit} beyond MESH_MAX_MEMBERS are refused until there is room",
             )
         self.mesh.apply(changes)
+        if changes:
+            self.view_signal.notify()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -287,6 +296,7 @@ class Node:
         seconds = self.config.tuning.drain_seconds
         if seconds <= 0:
             self.draining = True  # /readyz says so while we leave; no one else need hear it
+            self.view_signal.notify()
             return
         self.update_self(draining=True)
         self.log.info("node_draining", seconds=seconds)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.goduration import MAX_DURATION_NS, parse_go_duration
 from shared.wire import (
     DNS_LABEL,
     HEALTH,
@@ -41,23 +42,10 @@ MAX_URL = 2048
 MAX_HEADERS = 32  # header values a check sends, all names together
 MAX_HEADER_VALUE = 1024
 MAX_THRESHOLD = 1_000_000  # SuccessBeforePassing, FailuresBeforeCritical
-MAX_DURATION_NS = 2**63 - 1  # Go's time.Duration range; past it ParseDuration fails
 
 # an HTTP method and a header name are RFC 9110 tokens
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a header value: all but tab
-# one <number><unit> of a Go duration; at least one digit is checked apart
-_DURATION_PART = re.compile("([0-9]*)(?:\\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_UNIT_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,  # the micro sign
-    "\u03bcs": 1_000,  # the Greek mu: Go accepts both
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
 
 # The check kinds Consul has that the mesh does not run, by the key that makes one.
 _UNSUPPORTED = {
@@ -157,37 +145,7 @@ def go_duration(value: Any, field: str) -> float:
         if value != value or not 0 <= value <= MAX_DURATION_NS:  # NaN, negative, overflow
             raise ValueError(f"{field}: {value!r} nanoseconds is out of range")
         return int(value) / 1e9  # Go truncates a float to whole nanoseconds
-    return _parse_go_duration(value, field) / 1e9
-
-
-def _parse_go_duration(text: str, field: str) -> int:
-    """Nanoseconds, exactly as Go's time.ParseDuration, except that a sign is refused."""
-    bad = f'{field}: {text!r} is not a duration (such as "500ms", "10s", "1m30s")'
-    rest = text[1:] if text[:1] in ("+", "-") else text
-    if rest == "0":  # the one unitless duration Go accepts
-        return 0
-    if not rest:
-        raise ValueError(bad)
-    total = 0
-    pos = 0
-    while pos < len(rest):
-        match = _DURATION_PART.match(rest, pos)
-        if match is None:
-            raise ValueError(bad)
-        whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
-        if not whole and not fraction:  # ".s" and "s" are not numbers
-            raise ValueError(bad)
-        scale = _UNIT_NS[unit]
-        total += int(whole or "0") * scale
-        if fraction:
-            # Go keeps a fraction's digits exactly (to the nanosecond), no float rounding
-            total += int(fraction) * scale // 10 ** len(fraction)
-        if total > MAX_DURATION_NS:
-            raise ValueError(f"{field}: {text!r} is out of range")
-        pos = match.end()
-    if text.startswith("-") and total:
-        raise ValueError(f"{field}: must not be negative, got {text!r}")
-    return total
+    return parse_go_duration(value, field) / 1e9
 
 
 # -- the parts ----------------------------------------------------------------

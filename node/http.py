@@ -1,5 +1,5 @@
 """The node's HTTP API: /healthz, /readyz, /v1/status, /v1/request, /v1/services, /v1/self,
-/metrics."""
+/metrics, and Consul's API (node/consul.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from node import metrics
+from node import consul, metrics
 from node.app import Node
 from node.definitions import parse_service
 from node.errors import BadRequest, RequestFailed, RequestTooLarge
@@ -135,12 +135,6 @@ def make_app(node: Node) -> web.Application:
             return json_response({"error": f"no instance {instance_id!r} on this node"}, 404)
         return web.Response(status=200)
 
-    async def agent_services(request: web.Request) -> web.Response:
-        return json_response(node.agent.services_view(node.advertise_host, node.config.datacenter))
-
-    async def agent_checks(request: web.Request) -> web.Response:
-        return json_response(node.agent.checks_view(node.name))
-
     async def post_request(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > max_frame:
             raise RequestTooLarge(too_large)
@@ -164,9 +158,11 @@ def make_app(node: Node) -> web.Application:
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_put("/v1/self", put_self)
-    app.router.add_put("/v1/agent/service/register", register_instance)
-    app.router.add_put("/v1/agent/service/deregister/{id}", deregister_instance)
-    app.router.add_get("/v1/agent/services", agent_services)
-    app.router.add_get("/v1/agent/checks", agent_checks)
     metrics.add_routes(app, node)
+    # Consul's API last: its 404s under Consul's prefixes must not hide a route of ours
+    agent = [
+        ("PUT", "/v1/agent/service/register", register_instance),
+        ("PUT", "/v1/agent/service/deregister/{id}", deregister_instance),
+    ]
+    consul.add_routes(app, node, agent)
     return app

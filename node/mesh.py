@@ -121,6 +121,9 @@ class Mesh:
         self._dialers: dict[str, asyncio.Task[None]] = {}  # member id -> its dialer
         self._request_ids = itertools.count(1)
         self._digest_cache: tuple[float, str] | None = None
+        # called when a peer's link comes up or goes down (the Consul view's serfHealth
+        # reads link states; node/app.py sets it)
+        self.on_link_state: Callable[[], None] = _nothing
 
     @property
     def self_id(self) -> str:
@@ -312,6 +315,7 @@ class Mesh:
                 link.log.info("peer_duplicate_link_closed")
             if offer is Offer.DUPLICATE or offer is Offer.NOT_MEMBER:
                 return None
+            self.on_link_state()
             if replaced is not None:
                 replaced.link.abort()  # its serving task ends it and cleans up
             peer = self.peers[member_id]
@@ -325,6 +329,7 @@ class Mesh:
             changes = self.table.link_ended(member_id, session, end, time.monotonic())
             if changes is not None:
                 link.log.info("peer_link_down", reason=end.reason if end else "closed", detail=why)
+                self.on_link_state()
                 self._on_changes(changes)
             await link.close()
         return end
@@ -471,6 +476,10 @@ class Mesh:
         if response.error is not None:
             raise RequestFailed(response.error)
         return response.body
+
+
+def _nothing() -> None:
+    pass
 
 
 def _time_out(future: asyncio.Future[Response]) -> None:

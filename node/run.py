@@ -59,6 +59,7 @@ async def serve(
     dns = await start_dns(config, functools.partial(dns_view, node))
     runner = await start_api(make_app(node), config)
     node.http_port = int(runner.addresses[0][1])  # before the first hello, which carries it
+    node.view_signal.notify()  # our record now has its HTTP address
     gateway, gateway_runner = None, None
     try:
         if config.gateway_port:

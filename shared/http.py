@@ -36,7 +36,8 @@ LOGIN_HANDLERS = web.AppKey("login_handlers", Mapping[str, Handler])
 
 
 class TokenCheck:
-    """The HTTP token: the bearer header or the cookie, compared in constant time."""
+    """The HTTP token: the bearer header, Consul's X-Consul-Token or ?token=, or the cookie,
+    compared in constant time."""
 
     def __init__(self, token: str) -> None:
         self._expected = token.encode("utf-8", "surrogateescape")
@@ -49,6 +50,14 @@ class TokenCheck:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # the scheme is case-insensitive (RFC 7235)
         if scheme.lower() == "bearer" and self.matches(given.strip()):
+            return True
+        # Consul's clients send the token as X-Consul-Token or ?token= (DESIGN.md): the
+        # same token, wherever the bearer header is accepted
+        consul = request.headers.get("X-Consul-Token")
+        if consul is not None and self.matches(consul.strip()):
+            return True
+        query = request.query.get("token")
+        if query is not None and self.matches(query):
             return True
         cookie = request.cookies.get(TOKEN_COOKIE)
         return cookie is not None and hmac.compare_digest(

@@ -38,6 +38,7 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
         "one_join",
         "gateway",
         "dns",
+        "consul_watch",
         "table",
     }
     assert results["machine"]["cpus"] >= 1 and results["machine"]["packages"]["uvloop"]
@@ -104,6 +105,10 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
         assert run["answered"] > 0 and run["srv_records"] == 10, dns
         assert 0 < dns[who]["min"] <= dns[who]["median"] <= dns[who]["max"]
     assert dns["ratio"] > 0 and "dns: SRV with 10 instances" in stdout
+    consul = results["consul_watch"]
+    assert (consul["watchers"], consul["changes"]) == (50, 3)
+    assert consul["changes_missed"] == 0 and consul["spurious_wakeups"] == 0
+    assert "consul blocking queries" in stdout
     assert "issue 15" in stdout and "total" in stdout.splitlines()[-1]
     record_figure("bench smoke: storm n=50 (delta)", by[("delta", 50)], "bytes")
 
@@ -134,3 +139,18 @@ def test_the_watchers_benchmark_runs_and_its_figures_are_sane(record_figure):
     record_figure(
         "watchers bench smoke: all 100 watchers saw a change (p50)", result["all_saw_p50_ms"], "ms"
     )
+
+
+def test_the_consul_watch_benchmark_runs_and_an_index_per_service_wakes_no_one_else(
+    record_figure,
+):
+    result = json.loads(
+        run_bench("bench.consul_watch", "--watchers", "50", "--changes", "3", "--json")
+    )
+    assert (result["watchers"], result["changes"]) == (50, 3)
+    # every watcher of `a` saw each change of `a`; the changes of `b` woke none of them
+    assert result["changes_missed"] == 0 and result["client_errors"] == []
+    assert result["samples"] == 50 * 3
+    assert result["spurious_wakeups"] == 0
+    assert 0 < result["wake_p50_ms"] <= result["wake_p99_ms"]
+    record_figure("consul watch bench smoke: 50 watchers woken (p50)", result["wake_p50_ms"], "ms")
