@@ -19,7 +19,7 @@ from distributor.http import WATCHERS
 from distributor.registry import Registry
 from distributor.watch import VersionWatch
 from shared.config import ServerConfig, join_address
-from shared.consulhttp import ConsulHttp, ConsulSource, TooManyWatchers, add_consul_routes
+from shared.consulhttp import ConsulHttp, ConsulSource, add_consul_routes
 from shared.consulview import Origin, View
 
 WILDCARDS = ("", "0.0.0.0", "::")
@@ -54,11 +54,8 @@ def add_routes(
     @contextlib.contextmanager
     def hold() -> Iterator[None]:
         # a parked Consul query is a watcher like a parked /v1/members query: counted in
-        # the same place (and held to MESH_MAX_WATCHERS once the Watchers have a cap:
-        # call its admission check here)
-        limit = getattr(watchers, "max_watchers", None)
-        if limit is not None and watchers.parked + watchers.streams >= limit:
-            raise TooManyWatchers(f"too many watchers: {limit} are held already")
+        # the same place, held to MESH_MAX_WATCHERS with them
+        watchers.admit()
         watchers.parked += 1
         try:
             yield

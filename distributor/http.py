@@ -44,11 +44,10 @@ from distributor.watch import (
     DEFAULT_WAIT,
     MAX_WATCHERS,
     Blocking,
-    TooManyWatchers,
     VersionWatch,
     Watchers,
 )
-from shared.http import json_response
+from shared.http import TooManyWatchers, json_response
 
 MAX_WAIT = 300.0  # seconds: a longer wait is cut to this
 MAX_EPOCH = 64  # characters; ours are 16

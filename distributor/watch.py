@@ -18,6 +18,7 @@ from aiohttp import web
 
 from distributor.documents import Filter, members_document
 from distributor.registry import Registry
+from shared.http import TooManyWatchers
 
 MAX_WATCHERS = 4096  # blocking queries and event streams held at once (MESH_MAX_WATCHERS)
 DEFAULT_WAIT = 300.0  # s: a blocking query with an index and no wait (Consul's 5 minutes)
@@ -47,10 +48,6 @@ class Blocking:
     index: int | None = None  # None: answer at once
     epoch: str | None = None
     wait: float = DEFAULT_WAIT
-
-
-class TooManyWatchers(Exception):
-    """MESH_MAX_WATCHERS are held already: the HTTP API answers 429 at once."""
 
 
 class Watchers:

@@ -71,7 +71,7 @@ def add_routes(
     """The Consul subset on the node's app, with `handlers` (register, deregister)."""
     counter = ViewCounter(node)
     datacenter = node.config.datacenter
-    parked = ParkedCount()
+    parked = ParkedCount(node.config.tuning.max_watchers)
 
     def view() -> View:
         return View(view_members(node), datacenter)

@@ -44,10 +44,10 @@ from multidict import MultiMapping
 from shared import consulview
 from shared.consulview import AnswerIndexes, Origin, Query, View
 from shared.goduration import parse_go_duration
+from shared.http import TooManyWatchers
 
 MAX_WAIT = 300.0  # seconds: a longer wait is cut to this (DESIGN.md)
 DEFAULT_WAIT = 300.0  # with an index and no wait: Consul's 5 minutes
-MAX_PARKED = 4096  # parked queries a process holds without a cap of its own (MESH_MAX_WATCHERS)
 MAX_INDEX = 2**64 - 1  # Consul's indexes are uint64
 # Consul's API areas: a path under one that is not served is Consul's 404, not ours
 PREFIXES = tuple(
@@ -67,10 +67,6 @@ Build = Callable[[View, int], Any]  # the answer from the view, with its index i
 
 class BadConsulQuery(ValueError):
     """A parameter Consul would refuse; the message is the plain-text 400's body."""
-
-
-class TooManyWatchers(Exception):
-    """The process holds as many watchers as it may: 429 at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +130,7 @@ class Clock:
 class ParkedCount:
     """Parked queries held now, at most `limit` (a program without watchers of its own)."""
 
-    def __init__(self, limit: int = MAX_PARKED) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.parked = 0
 

@@ -13,6 +13,10 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 
+class TooManyWatchers(Exception):
+    """MESH_MAX_WATCHERS (blocking queries and event streams) are held already: 429 at once."""
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
