@@ -65,7 +65,7 @@ fuzz:
 	bash scripts/venv.sh
 	$(VENV_PY) -m bench.fuzz $(FUZZ_ARGS)
 
-# Issue 15's table: storm (N up to 10,000), propagation, messaging, memory and one join to
+# The benchmark tables (docs/benchmarks.md): storm (N up to 10,000), propagation, messaging, memory and one join to
 # 10,000 nodes on loopback, each figure min/median/max of 3 runs (the join: of 5 joins) beside
 # its yardstick of the same run, then failure detection in containers (hence setup); printed,
 # never pass/fail; under 15 minutes on 2 CPUs. BENCH_ARGS="--detection-trials 0" skips the
@@ -83,7 +83,7 @@ format:
 	$(VENV_PY) -m ruff check --fix .
 	$(VENV_PY) -m ruff format .
 
-# The stack on Docker Swarm (deploy/swarm/stack.yml; README, "Docker Swarm"). swarm-up enters
+# The stack on Docker Swarm (deploy/swarm/stack.yml; docs/deploying.md). swarm-up enters
 # swarm mode only if the engine is not in it (and notes that in build/swarm/initialised, so
 # swarm-down leaves it again), makes the two secret files once (build/swarm/, random, never
 # committed) and deploys the locally built image without asking a registry.
