@@ -65,8 +65,8 @@ fuzz:
 	bash scripts/venv.sh
 	$(VENV_PY) -m bench.fuzz $(FUZZ_ARGS)
 
-# The benchmark tables (docs/benchmarks.md): storm (N up to 10,000), propagation, messaging, memory and one join to
-# 10,000 nodes on loopback, each figure min/median/max of 3 runs (the join: of 5 joins) beside
+# The benchmark tables (docs/benchmarks.md): storm (N up to 10,000), propagation, messaging,
+# memory and one join to 10,000 nodes on loopback, each figure min/median/max of 3 runs (the join: of 5 joins) beside
 # its yardstick of the same run, then failure detection in containers (hence setup); printed,
 # never pass/fail; under 15 minutes on 2 CPUs. BENCH_ARGS="--detection-trials 0" skips the
 # containers, BENCH_ARGS=--baseline also writes bench/baseline.json and bench/storm.png.
