@@ -1,6 +1,6 @@
 # The two commands: `make up` (set up, then a distributor and five nodes in the foreground)
 # and `make test`. Every target is phony: tests/ and bench/ are folders.
-.PHONY: help setup up down test test-e2e chaos fuzz bench lint format swarm-up swarm-down
+.PHONY: help setup up down test test-local test-e2e docs-check chaos fuzz bench lint format swarm-up swarm-down
 
 VENV_PY := .venv/bin/python
 NODES ?= 5
@@ -15,7 +15,9 @@ help:
 	@echo "make setup   install what is missing (compose v2, base images, wheelhouse, .venv, test tools, .env), build the images"
 	@echo "make up      setup, then docker compose up --build --scale node=$(NODES) (Ctrl-C stops it)"
 	@echo "make down    remove the containers and network of make up"
-	@echo "make test    setup, then pytest: unit, integration and e2e (PYTEST_ARGS=... to pass more)"
+	@echo "make test    setup and docs-check, then pytest: unit, integration and e2e (PYTEST_ARGS=... to pass more)"
+	@echo "make test-local  unit and integration tests in .venv, no Docker needed"
+	@echo "make docs-check  every relative link and every make target in README.md and docs/*.md exists"
 	@echo "make chaos   setup, then the chaos test for CHAOS_SECONDS=$(CHAOS_SECONDS) s (make test runs it at 180)"
 	@echo "make fuzz    hostile frames and DNS packets at a live cluster on loopback (FUZZ_ARGS=\"$(FUZZ_ARGS)\")"
 	@echo "make bench   benchmarks: tables on stdout, bench/results/<UTC time>.json and .png (under 15 min)"
@@ -35,8 +37,17 @@ up: setup
 down:
 	docker compose down --volumes --remove-orphans
 
-test: setup
+test: setup docs-check
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+# Unit and integration tests (processes on loopback) in the venv: no Docker, no images.
+test-local:
+	bash scripts/venv.sh
+	$(VENV_PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+# Standard library only, so it runs before set-up too (the venv's python when there is one).
+docs-check:
+	@py=$(VENV_PY); [ -x "$$py" ] || py=python3; "$$py" scripts/docs-check.py
 
 test-e2e: setup
 	$(VENV_PY) -m pytest tests/e2e $(PYTEST_ARGS)
@@ -55,8 +66,8 @@ fuzz:
 	bash scripts/venv.sh
 	$(VENV_PY) -m bench.fuzz $(FUZZ_ARGS)
 
-# Issue 15's table: storm (N up to 10,000), propagation, messaging, memory and one join to
-# 10,000 nodes on loopback, each figure min/median/max of 3 runs (the join: of 5 joins) beside
+# The benchmark tables (docs/benchmarks.md): storm (N up to 10,000), propagation, messaging,
+# memory and one join to 10,000 nodes on loopback, each figure min/median/max of 3 runs (the join: of 5 joins) beside
 # its yardstick of the same run, then failure detection in containers (hence setup); printed,
 # never pass/fail; under 15 minutes on 2 CPUs. BENCH_ARGS="--detection-trials 0" skips the
 # containers, BENCH_ARGS=--baseline also writes bench/baseline.json and bench/storm.png.
@@ -73,7 +84,7 @@ format:
 	$(VENV_PY) -m ruff check --fix .
 	$(VENV_PY) -m ruff format .
 
-# The stack on Docker Swarm (deploy/swarm/stack.yml; README, "Docker Swarm"). swarm-up enters
+# The stack on Docker Swarm (deploy/swarm/stack.yml; docs/deploying.md). swarm-up enters
 # swarm mode only if the engine is not in it (and notes that in build/swarm/initialised, so
 # swarm-down leaves it again), makes the two secret files once (build/swarm/, random, never
 # committed) and deploys the locally built image without asking a registry.
