@@ -43,7 +43,7 @@ COPY distributor/ /opt/app/distributor/
 COPY node/ /opt/app/node/
 # The command line (python -m meshctl members; docker compose exec distributor ...).
 COPY meshctl/ /opt/app/meshctl/
-# The example services (python -m examples.goods | examples.gateway | examples.greeter).
+# The example services (python -m examples.goods | examples.greeter).
 COPY examples/ /opt/app/examples/
 USER mesh
 WORKDIR /tmp

@@ -1,6 +1,6 @@
-"""The example in containers (README, "An example: goods behind a gateway"): three `goods`
-replicas (examples/goods.py) and a `gateway` (examples/gateway.py) that users call on a
-plain HTTP port, from compose's `example` profile.
+"""The example in containers (docs/services.md): three `goods` replicas (examples/goods.py,
+Python handlers) and a `gateway`, a plain node whose built-in gateway users call on a plain
+HTTP port (POST /goods/<method>), from compose's `example` profile.
 
 One compose project for the module (no plain nodes: the distributor, the goods and the
 gateway): requests spread over the replicas, a drained replica gets none, and a killed one
@@ -34,7 +34,7 @@ from e2e_harness import (
 pytestmark = pytest.mark.e2e
 
 GOODS = 3
-GATEWAY_HTTP = "8080/tcp"  # the gateway's user port (GATEWAY_PORT in docker-compose.yml)
+GATEWAY_HTTP = "9180/tcp"  # the node's gateway (MESH_GATEWAY_PORT in docker-compose.yml)
 CALLS = 30  # at least this many calls to see the load spread
 HOLD = 5.0  # seconds a "never" is sampled for
 TRANSIENT = (502, 503)  # what a call may answer while the mesh notices a killed replica
@@ -53,7 +53,7 @@ def example(docker_client, record_figure):
         nodes=0,
         COMPOSE_PROFILES="example",
         MESH_GOODS=str(GOODS),
-        MESH_GATEWAY_PORT="0",
+        MESH_EXAMPLE_GATEWAY_PORT="0",
     ) as mesh:
         yield mesh
 
@@ -65,10 +65,15 @@ class Answer:
     member: str | None  # X-Mesh-Member: the id of the provider that was called
 
 
-def ask(port: int, path: str = "/goods") -> Answer:
-    """GET a gateway route; an error status is an Answer too, not an exception."""
+def ask(port: int, method: str = "list", body: Any = None) -> Answer:
+    """POST /goods/<method> to the gateway (a request by service to a Python provider); an
+    error status is an Answer too, not an exception."""
+    data = b"" if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/goods/{method}", data=data, method="POST"
+    )
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             status, headers, raw = response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
         status, headers, raw = exc.code, exc.headers, exc.read()
@@ -154,7 +159,7 @@ def settled(mesh) -> tuple[dict[str, str], int]:
             raise NotYet(f"the gateway sees {states}")
         return ask(port).status == 200
 
-    mesh.wait_until(all_connected, f"the gateway sees the {GOODS} replicas and answers /goods")
+    mesh.wait_until(all_connected, f"the gateway sees the {GOODS} replicas and answers /goods/list")
     return names, port
 
 
@@ -179,14 +184,21 @@ def test_gateway_spreads_calls_over_the_three_replicas(example):
 
 def test_gateway_gets_an_item_by_sku_and_maps_a_failure_to_its_status(example):
     names, port = settled(example)
-    answer = ask(port, "/goods/tea")
+    answer = ask(port, "get", {"sku": "tea"})
     assert not (problem := wrong_answer(answer, set(names), names)), problem
     assert answer.body["item"] == {"sku": "tea", "name": "Green tea", "price": 4.5}
     # the provider's handler failed: 502 with its message, naming the member called
-    missing = ask(port, "/goods/nope")
+    missing = ask(port, "get", {"sku": "nope"})
     assert missing.status == 502, missing
     assert missing.body == {"error": "no item with sku 'nope'"}, missing
     assert missing.member in names, missing
+    # a mesh service is called with POST; anything else is a 405 from the gateway itself
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/goods/list", timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 405, exc
+    else:
+        raise AssertionError("GET /goods/list answered")
 
 
 def test_drained_replica_gets_no_more_calls(example):
