@@ -212,6 +212,54 @@ def test_streams_and_large_bodies_pass_through(polyglot):
     assert first_at < lines[-1]["at"] / 1000, "the stream was held until it ended"
 
 
+# An app that is not written for the mesh finds the instances with plain DNS: Node.js' own
+# resolver in an app container asks a node (Docker's DNS gives its address) and the
+# distributor on port 8600 for SRV records, resolves each target with the same server and
+# calls the instance it names.
+RESOLVE_AND_CALL = r"""
+const dns = require("dns"), http = require("http");
+async function ask(server) {
+  const { address } = await dns.promises.lookup(server);
+  const resolver = new dns.promises.Resolver();
+  resolver.setServers([`${address}:8600`]);
+  const records = await resolver.resolveSrv("_hello._tcp.service.mesh");
+  const answers = [];
+  for (const { name, port } of records) {
+    const [ip] = await resolver.resolve4(name);
+    const body = await new Promise((ok, fail) => {
+      http.get({ host: ip, port, path: "/hello/dns", timeout: 5000 }, (res) => {
+        let data = "";
+        res.on("data", (chunk) => (data += chunk));
+        res.on("end", () => ok(JSON.parse(data)));
+      }).on("error", fail);
+    });
+    answers.push({ name, port, ip, instance: body.instance });
+  }
+  return answers;
+}
+Promise.all([ask("node"), ask("distributor")])
+  .then((both) => console.log(JSON.stringify(both)))
+  .catch((err) => { console.error(String(err)); process.exit(1); });
+"""
+
+
+def test_an_app_container_finds_the_instances_through_dns(polyglot):
+    expected = expected_instances(polyglot)
+    polyglot.wait_until(lambda: all_passing(agent(polyglot, 1), expected), "all three passing")
+    (app,) = polyglot.containers("hello-1")
+
+    def resolved() -> list:
+        code, output = app.exec_run(["node", "-e", RESOLVE_AND_CALL])
+        if code != 0:
+            raise NotYet(f"node -e exited {code}: {output.decode(errors='replace')[-300:]}")
+        return json.loads(output)
+
+    from_node, from_distributor = polyglot.wait_until(resolved, "SRV records answer from DNS")
+    for answers in (from_node, from_distributor):
+        assert sorted(a["instance"] for a in answers) == [f"hello-{n}" for n in PAIRS], answers
+        assert {a["port"] for a in answers} == {3000}, answers
+
+
 def _leaves_rotation(polyglot, n: int, how: str, stop) -> None:
     """Stops app hello-N (`stop()`), waits until the gateway's node sees its instance
     critical (calls meanwhile succeed or fail clearly), then samples calls continuously for

@@ -358,7 +358,11 @@ def test_compose_sets_the_gateway_on_every_node_and_publishes_one_on_loopback() 
             assert port.startswith("127.0.0.1:"), (name, port)
             if port.endswith(f":{GATEWAY_PORT}") and "::" not in port:
                 fixed.append((name, port))
-    assert fixed == [("hello-1-agent", "127.0.0.1:${MESH_POLYGLOT_GATEWAY_PORT:-9180}:9180")]
+    # one user port a profile: the polyglot apps' and the Python example's
+    assert fixed == [
+        ("gateway", "127.0.0.1:${MESH_EXAMPLE_GATEWAY_PORT:-8080}:9180"),
+        ("hello-1-agent", "127.0.0.1:${MESH_POLYGLOT_GATEWAY_PORT:-9180}:9180"),
+    ]
 
 
 def test_the_swarm_pairs_match_compose(tmp_path: Path) -> None:
