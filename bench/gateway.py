@@ -2,9 +2,10 @@
 same app called directly and through HAProxy 2.6 with a static backend list; and what an
 app's crash costs its callers, beside HAProxy's own health checks at the same interval.
 
-Load comes from wrk (Debian's), pinned to the last CPU; the app, the gateway and HAProxy
-run on the others, so the load generator does not take the servers' CPU. Each repeat
-measures the three in turn, so each ratio is of figures taken side by side.
+The server under test (the gateway, or HAProxy) runs alone on the first CPUs; the load
+(wrk, Debian's) and the app it reaches run on the last one, so what is compared is the
+proxies' own cost, not how much CPU each leaves the app. Each repeat measures the three in
+turn, so each ratio is of figures taken side by side.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Rig:
         assert node is not None, "the gateway benchmark needs node (Node.js)"
         port = free_port()
         env = {"PORT": str(port), "HOST": "127.0.0.1", "INSTANCE_NAME": name}
-        proc = _start([node, str(SERVER_JS)], env, self.tmp / f"{name}.log", self.servers)
+        proc = _start([node, str(SERVER_JS)], env, self.tmp / f"{name}.log", self.load)
         self.procs.append(proc)
         wait_for(f"{name} listening", lambda: _answers(port, "/health"))
         return port, proc

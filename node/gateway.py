@@ -5,7 +5,8 @@ Which instance: passing ones (warning ones only when none passes) whose agent is
 or a peer whose link is connected and that is not draining; among them the one with the
 fewest requests in flight from here, round-robin among equals (node.routing). A connect
 that fails goes to the next instance, TRIES in all; once a request was sent it is never
-sent again. Bodies stream both ways, through aiohttp's server and client.
+sent again. Bodies stream both ways: aiohttp's low-level server toward users, node.upstream
+toward instances.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
 from node.errors import RequestFailed
-from node.routing import TRIES, ProviderPicker, healthiest, routable_instances
+from node.routing import TRIES, Agent, ProviderPicker, healthiest, routable_instances
+from node.upstream import ConnectFailed, Exchange, Pool, UpstreamError, decoded, request_head
 from shared.config import join_address
 from shared.http import json_response
 from shared.wire import DNS_LABEL, MAX_DEPTH, Instance, nests_too_deeply
@@ -44,16 +43,15 @@ HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
-        "host",  # the instance's, set by the client; the user's goes in X-Forwarded-Host
+        "host",  # the instance's address; the user's goes in X-Forwarded-Host
+        "expect",  # the gateway answers a 100-continue itself
+        "content-length",  # the gateway frames what it sends on
     )
 )
 # a request whose headers are not complete by then is cut (slowloris): a bounded buffer
 # (aiohttp's line and header limits) for a bounded time
 HEADER_TIMEOUT = 10.0
-# idle connections to instances are closed before Node.js's own keep-alive timeout (5 s)
-# would close them: a request is never written into a connection the app is closing
-POOL_IDLE = 4.0
-CHUNK = 64 * 1024
+CHUNK = 64 * 1024  # a body up to this size of known length goes in one write
 FOUND = "mesh_service_found"  # request key: the service had somewhere to go
 
 
@@ -66,10 +64,6 @@ class GatewayError(Exception):
         self.service = service
 
 
-class ConnectFailed(Exception):
-    """Nothing was sent: the next instance may be tried."""
-
-
 class Gateway:
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -78,7 +72,7 @@ class Gateway:
         self._response_timeout = tuning.gateway_timeout
         self._picker = ProviderPicker()
         self._in_flight: dict[str, int] = {}  # instance key -> requests in flight from here
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = Pool(self._connect_timeout)
         self._site: HeaderDeadlineSite | None = None
         self.stats = node.stats.gateway
 
@@ -87,7 +81,8 @@ class Gateway:
     def candidates(self, service: str) -> dict[str, tuple[Instance, str]]:
         """Instances of `service` that may take a request now (node.routing)."""
         node = self._node
-        agents = [(node.member, True)] if node.member.instances else []
+        ours = node.agent.instances(node.advertise_host)
+        agents: list[tuple[Agent, bool]] = [(Agent(node.id, node.draining, ours), True)]
         agents += [
             (peer.member, peer.status.state == "connected")
             for peer in node.mesh.peers.values()
@@ -105,7 +100,7 @@ class Gateway:
 
     # -- the edge ------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         service = request.path[1:].partition("/")[0]
         status = 500
@@ -122,7 +117,7 @@ class Gateway:
             label = service if request.get(FOUND) else None
             self.stats.done(label, status, time.perf_counter() - started)
 
-    async def _route(self, request: web.Request, service: str) -> web.StreamResponse:
+    async def _route(self, request: web.BaseRequest, service: str) -> web.StreamResponse:
         if not DNS_LABEL.fullmatch(service):
             raise GatewayError(404, "the path must begin with a service name: /<service>/", service)
         if (
@@ -153,7 +148,7 @@ class Gateway:
     def _python_service(self, service: str) -> bool:
         return any(service in record.services for record in self._node.records())
 
-    async def _call_python(self, request: web.Request, service: str) -> web.Response:
+    async def _call_python(self, request: web.BaseRequest, service: str) -> web.Response:
         """POST /<service>/<method>: a request by service to an in-process provider, with
         /v1/request's choice, retries and status codes."""
         method = request.path[1:].partition("/")[2]
@@ -182,101 +177,106 @@ class Gateway:
         return response
 
     async def _forward(
-        self, request: web.Request, service: str, key: str, instance: Instance
+        self, request: web.BaseRequest, service: str, key: str, instance: Instance
     ) -> web.StreamResponse:
-        assert self._session is not None
-        url = URL(
-            f"http://{join_address(instance.address, instance.port)}{request.raw_path}",
-            encoded=True,
-        )
+        exchange = await self._pool.exchange(instance.address, instance.port)  # ConnectFailed
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
             try:
-                async with asyncio.timeout(self._response_timeout):
-                    upstream = await self._session.request(
-                        request.method,
-                        url,
-                        headers=forwarded_headers(request),
-                        data=request.content if request.body_exists else None,
-                        allow_redirects=False,
-                    )
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                raise ConnectFailed(str(exc) or type(exc).__name__) from None
+                await self._send(request, exchange, instance)
+                await exchange.response_head(self._response_timeout)
             except TimeoutError:
                 raise GatewayError(
                     504, f"no response from {key} within {self._response_timeout:g} s", service
                 ) from None
-            except aiohttp.ClientError as exc:  # sent, or maybe sent: never again
+            except UpstreamError as exc:  # sent, or maybe sent: never again
                 raise GatewayError(502, f"{key} closed before answering: {exc}", service) from None
-            try:
-                return await self._relay(request, upstream, key)
-            finally:
-                upstream.release()
+            return await self._relay(request, exchange, key, service)
         finally:
+            exchange.release()
             self._in_flight[key] -= 1
             if not self._in_flight[key]:
                 del self._in_flight[key]
 
+    async def _send(self, request: web.BaseRequest, exchange: Exchange, instance: Instance) -> None:
+        """The request as the user sent it, but hop-by-hop headers: a small body of known
+        length with its head in one write, any other streamed (chunked when the user's was)."""
+        headers = forwarded_headers(request)
+        headers.append(("Host", join_address(instance.address, instance.port)))
+        head_only = request.method == "HEAD"
+        length = request.content_length
+        if not request.body_exists:
+            if length == 0:
+                headers.append(("Content-Length", "0"))
+            exchange.send(request_head(request.method, request.raw_path, headers), head_only)
+            return
+        if length is not None and length <= CHUNK:
+            body = await request.read()
+            headers.append(("Content-Length", str(len(body))))
+            head = request_head(request.method, request.raw_path, headers)
+            exchange.send(head + body, head_only)
+            return
+        chunked = length is None
+        headers.append(
+            ("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(length))
+        )
+        exchange.send(request_head(request.method, request.raw_path, headers), head_only)
+        async for data in request.content.iter_any():
+            exchange.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            await exchange.drain()
+        if chunked:
+            exchange.write(b"0\r\n\r\n")
+
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, key: str
+        self, request: web.BaseRequest, exchange: Exchange, key: str, service: str
     ) -> web.StreamResponse:
         """The instance's answer: a small one of known length whole, in one write; any
         other streamed as it comes, so an event stream or a large download is never held
         whole."""
-        headers = CIMultiDict(
-            (name, value)
-            for name, value in upstream.headers.items()
-            if name.lower() not in HOP_BY_HOP
-        )
-        headers["X-Mesh-Instance"] = key
-        length = upstream.content_length
+        headers: list[tuple[str, str]] = []
+        length: int | None = None
+        for name, value in decoded(exchange.headers):
+            lower = name.lower()
+            if lower == "content-length":
+                length = int(value) if value.isdigit() else None
+            elif lower not in HOP_BY_HOP:
+                headers.append((name, value))
+        headers.append(("X-Mesh-Instance", key))
         if length is not None and length <= CHUNK and request.method != "HEAD":
             try:
-                body = await upstream.read()
-            except aiohttp.ClientError as exc:
-                raise GatewayError(502, f"{key} closed mid-answer: {exc}", "") from None
-            del headers["Content-Length"]  # the response sets it from the body
-            return web.Response(
-                status=upstream.status, reason=upstream.reason, headers=headers, body=body
-            )
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=headers
-        )
+                body = b"".join([chunk async for chunk in exchange.body()])
+            except UpstreamError as exc:
+                raise GatewayError(502, f"{key} closed mid-answer: {exc}", service) from None
+            response = web.Response(status=exchange.status, reason=exchange.reason, body=body)
+            response.headers.extend(headers)
+            return response
+        response = web.StreamResponse(status=exchange.status, reason=exchange.reason)
+        response.headers.extend(headers)
+        if length is not None:
+            response.content_length = length
         try:
             await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
+            async for chunk in exchange.body():
                 await response.write(chunk)
             await response.write_eof()
-        except aiohttp.ClientPayloadError:
+        except UpstreamError:
             # the instance died mid-answer, after its status was sent: the user must see a
             # cut answer, not a whole one
             if request.transport is not None:
                 request.transport.close()
         except ConnectionResetError:  # the user went away: so does the instance's answer
-            upstream.close()
+            if exchange.transport is not None:
+                exchange.transport.close()
         return response
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._mark_started], client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
-
-    async def start(self, host: str, port: int) -> web.AppRunner:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_IDLE),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-            auto_decompress=False,  # bytes pass through as the instance sent them
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        runner = web.AppRunner(
-            self.app(),
-            access_log=None,
+    async def start(self, host: str, port: int) -> web.ServerRunner:
+        # aiohttp's low-level server: every path is the gateway's, no router, no middleware
+        runner = web.ServerRunner(
+            web.Server(self._serve, access_log=None, keepalive_timeout=15.0),
             handle_signals=False,
             shutdown_timeout=0.5,
-            keepalive_timeout=15.0,
         )
         await runner.setup()
         self._site = site = HeaderDeadlineSite(runner, host, port)
@@ -288,17 +288,15 @@ class Gateway:
         log.info("gateway_listening", address=join_address(host, port))
         return runner
 
-    async def close(self, runner: web.AppRunner) -> None:
+    async def close(self, runner: web.BaseRunner) -> None:
         await runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
 
-    @web.middleware
-    async def _mark_started(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         # the connection's headers came in whole: HeaderDeadlineSite lets it live
         if request.transport is not None and self._site is not None:
             self._site.complete(request.transport)
-        return await handler(request)
+        return await self.handle(request)
 
 
 def orjson_value(raw: bytes) -> Any:
@@ -313,19 +311,26 @@ def orjson_value(raw: bytes) -> Any:
     return value
 
 
-def forwarded_headers(request: web.Request) -> CIMultiDict[str]:
-    """The user's headers but hop-by-hop ones, with X-Forwarded-For, -Host and -Proto."""
-    named = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
-    headers: CIMultiDict[str] = CIMultiDict(
+FORWARDED = frozenset(("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"))
+
+
+def forwarded_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
+    """The user's headers but hop-by-hop ones (and those `Connection` names), with
+    X-Forwarded-For (appended to), X-Forwarded-Host and X-Forwarded-Proto."""
+    connection = request.headers.get("Connection")
+    named = {t.strip().lower() for t in connection.split(",")} if connection else set()
+    headers = [
         (name, value)
         for name, value in request.headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in named
-    )
+        if (lower := name.lower()) not in HOP_BY_HOP
+        and lower not in named
+        and lower not in FORWARDED
+    ]
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Host"] = request.host
-    headers["X-Forwarded-Proto"] = request.scheme
+    headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    headers.append(("X-Forwarded-Host", request.host))
+    headers.append(("X-Forwarded-Proto", request.scheme))
     return headers
 
 
@@ -335,7 +340,7 @@ class HeaderDeadlineSite(web.TCPSite):
     (aiohttp's line and header limits) for a bounded time. Later requests on a kept-alive
     connection have aiohttp's keep-alive timeout."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
         super().__init__(runner, host, port)
         self._deadlines: dict[asyncio.BaseTransport, asyncio.TimerHandle] = {}
 

@@ -10,8 +10,9 @@ provider (its requests pile up) gets fewer of them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple, Protocol
 
-from shared.wire import Instance, Member
+from shared.wire import Instance
 
 TRIES = 3  # a routed request goes to at most this many providers
 
@@ -46,8 +47,27 @@ def instance_key(agent_id: str, instance: Instance) -> str:
     return f"{agent_id}/{instance.id}"
 
 
+class AgentRecord(Protocol):
+    """What the choice reads of an agent: a member record has it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def instances(self) -> tuple[Instance, ...]: ...
+
+
+class Agent(NamedTuple):
+    """This node as an agent, without making its whole record on every request."""
+
+    id: str
+    draining: bool
+    instances: tuple[Instance, ...]
+
+
 def routable_instances(
-    service: str, records: Iterable[tuple[Member, bool]]
+    service: str, records: Iterable[tuple[AgentRecord, bool]]
 ) -> dict[str, tuple[Instance, str]]:
     """The instances of `service` the gateway may send to, by key: (instance, health).
 
