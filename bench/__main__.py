@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
     section("messaging", "messaging")
     msg = [messaging.run(run_plan["messaging_seconds"]) for _ in range(repeats)]
     section("memory", "memory")
-    mem = [memory.run() for _ in range(repeats)]
+    mem = [memory.run(smoke) for _ in range(repeats)]
     section("one_join", f"one join reaching all of {run_plan['one_join_n']:,} connected nodes")
     one_join = onejoin.run(run_plan["one_join_n"], run_plan["one_join_trials"])
     section(

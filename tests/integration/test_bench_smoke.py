@@ -69,6 +69,9 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
     assert messaging["ratio"] > 0
     (memory,) = results["memory"]
     assert 5 < memory["idle_node_mb"] < memory["node_100_peers_mb"]
+    assert memory["gateway_node_32_instances_mb"] > 5
+    loaded = memory["distributor_loaded"]
+    assert (loaded["members"], loaded["watchers"]) == (50, 20) and loaded["mb"] > 5, loaded
     one_join = results["one_join"]
     assert one_join["completed"], one_join
     assert one_join["n"] == 50 and len(one_join["trials_ms"]) == results["plan"]["one_join_trials"]
@@ -86,7 +89,7 @@ def test_the_smoke_benchmark_writes_every_key_with_measured_figures(tmp_path, re
     # issue 15's table: every row, each with its one run's figure and, where it has one,
     # a ratio to a yardstick of this run
     table = {row["what"]: row for row in results["table"]}
-    assert len(table) == 9 and len(results["table"]) == 9
+    assert len(table) == 11 and len(results["table"]) == 11
     for row in table.values():
         assert len(row["runs"]) >= 1 and row["min"] <= row["median"] <= row["max"], row
         assert row["median"] > 0
