@@ -37,6 +37,7 @@ from node.registrar import Registrar
 from shared.config import join_address, split_address
 from shared.link import Link
 from shared.looplag import LoopLag
+from shared.tasks import cancel_and_wait
 from shared.viewsignal import ViewSignal
 from shared.wire import (
     MAX_SERVICES,
@@ -280,9 +281,7 @@ class Node:
             self.mesh.say_goodbye()
         finally:
             stopping.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             await self.mesh.stop()
 
     async def _drain(self) -> None:
