@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from bench import blocking
 from bench.procs import program
 from bench.stats import percentile
 from harness.ports import free_port
@@ -56,13 +57,12 @@ class Watchers:
 
 
 async def _watch(session: aiohttp.ClientSession, index: int, watchers: Watchers) -> None:
+    def url(index: int) -> str:
+        return f"/v1/health/service/a?index={index}&wait=300s"
+
     try:
-        while True:
-            url = f"/v1/health/service/a?index={index}&wait=300s"
-            async with session.get(url) as resp:
-                await resp.read()
-                index = int(resp.headers["X-Consul-Index"])
-            watchers.got(index)
+        async for new in blocking.indexes(session, url, "X-Consul-Index", index):
+            watchers.got(new)
     except (aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
         if len(watchers.errors) < 3:
             watchers.errors.append(repr(exc))

@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from bench import blocking
 from bench.procs import distributor
 from bench.rawclient import Beats, RawClient, connect
 from bench.report import _table
@@ -74,13 +75,12 @@ class Tracker:
 async def _blocking(
     session: aiohttp.ClientSession, base: str, epoch: str, version: int, tracker: Tracker
 ) -> None:
+    def url(index: int) -> str:
+        return f"{base}/v1/members?index={index}&epoch={epoch}&wait=300s"
+
     error: BaseException | None = None
     try:
-        while True:
-            url = f"{base}/v1/members?index={version}&epoch={epoch}&wait=300s"
-            async with session.get(url) as resp:
-                await resp.read()
-                new = int(resp.headers["X-Mesh-Index"])
+        async for new in blocking.indexes(session, url, "X-Mesh-Index", version):
             tracker.saw(version, new)
             version = new
     except (aiohttp.ClientError, OSError, KeyError, ValueError) as exc:

@@ -8,7 +8,6 @@ never a poll, and a change costs one wake-up per watcher however many are parked
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,28 +18,16 @@ from aiohttp import web
 from distributor.documents import Filter, members_document
 from distributor.registry import Registry
 from shared.http import TooManyWatchers
+from shared.viewsignal import ViewSignal
 
 MAX_WATCHERS = 4096  # blocking queries and event streams held at once (MESH_MAX_WATCHERS)
 DEFAULT_WAIT = 300.0  # s: a blocking query with an index and no wait (Consul's 5 minutes)
 _MAX_CACHED = 64  # distinct encoded bodies kept for the current version
 
 
-class VersionWatch:
-    def __init__(self) -> None:
-        self._changed = asyncio.Event()
-
-    def notify(self) -> None:
-        """The version moved: wake everyone waiting now; later waiters wait for the next."""
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def wait(self, timeout: float) -> bool:
-        """Until the next change (True) or `timeout` seconds (False)."""
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await changed.wait()
-        return changed.is_set()
+class VersionWatch(ViewSignal):
+    """The registry's version moved: `notify()` wakes everyone waiting now, later waiters
+    wait for the next move (shared/viewsignal.py's one shared event)."""
 
 
 @dataclass(frozen=True, slots=True)

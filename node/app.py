@@ -1,5 +1,5 @@
-"""A node: its identity, its record, its membership, its distributor and peer links,
-its handlers, and the routing of requests by service.
+"""A node: its identity, its record, its membership, its distributor and peer links and
+its handlers; the requests it makes (to a member, or routed by service) are node/calls.py's.
 
 Services build on it in one call and reach each other by service name::
 
@@ -25,29 +25,21 @@ from typing import Any
 import structlog
 
 from node.agent import Agent
+from node.calls import Calls
 from node.config import NodeConfig
 from node.definitions import ServiceDefinition
-from node.errors import (
-    AmbiguousName,
-    BadRequest,
-    NoProvider,
-    RequestFailed,
-    RequestTimedOut,
-    UnknownMember,
-)
 from node.handlers import Handler, builtin_handlers
 from node.linkreport import LinkReporter
 from node.membership import Changes, Membership
 from node.mesh import Mesh
-from node.metrics import OUTCOMES, NodeStats
+from node.metrics import NodeStats
 from node.registrar import Registrar
-from node.routing import TRIES, ProviderPicker
 from shared.config import join_address, split_address
 from shared.link import Link
 from shared.looplag import LoopLag
+from shared.tasks import cancel_and_wait
 from shared.viewsignal import ViewSignal
 from shared.wire import (
-    MAX_METHOD,
     MAX_SERVICES,
     MAX_TAGS,
     Hello,
@@ -97,9 +89,13 @@ class Node:
         # again (node/consul.py)
         self.view_signal = ViewSignal()
         self.mesh.on_link_state = self.view_signal.notify
-        self._picker = ProviderPicker()
+        # requests to a member or by service, with failover (node/calls.py): the Python API
+        # is node.request(...) and node.call(...), as POST /v1/request and the gateway use
+        self.calls = Calls(self, self.membership, self.mesh, self.handlers, self.stats, tuning)
+        self.request = self.calls.request
+        self.call = self.calls.call
+        self.resolve = self.calls.resolve
         self._link_reporter = LinkReporter(tuning.heartbeat_timeout)
-        self._local_in_flight = 0  # requests our own handlers are answering for ourselves
         self._started = False  # listening: a change of record is announced from then on
         self.log = log.bind(node=self.name, node_id=self.id)
         # services outside our process that we registered and check (--instances-file)
@@ -285,9 +281,7 @@ class Node:
             self.mesh.say_goodbye()
         finally:
             stopping.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             await self.mesh.stop()
 
     async def _drain(self) -> None:
@@ -317,137 +311,6 @@ class Node:
         if self._link_reporter.due(broken, now):
             self.registrar.report_links(LinkReport(broken))
             self.log.info("link_report", broken=[link.to for link in broken])
-
-    # -- requests --------------------------------------------------------------
-
-    def resolve(self, to: str) -> str:
-        """An id or a name -> the member's id (ourselves included)."""
-        if to == self.id or self.membership.get(to) is not None:
-            return to
-        ids = [m.id for m in self.membership.members() if m.name == to]
-        if self.name == to:
-            ids.append(self.id)
-        if not ids:
-            raise UnknownMember(f"no known member has the id or name {to!r}")
-        if len(ids) > 1:
-            raise AmbiguousName(f"several members are named {to!r}: use the id", ids=sorted(ids))
-        return ids[0]
-
-    async def request(
-        self,
-        to: str | None = None,
-        method: str = "ping",
-        body: Any = None,
-        timeout: float | None = None,
-        *,
-        service: str | None = None,
-    ) -> Any:
-        """Call `method` on the member `to` (id or name), or on any provider of `service`,
-        and return its result.
-
-        Raises node.errors.RequestFailed otherwise: its `status` is the HTTP code that says
-        why, its `member` the id of the member called, if one was chosen.
-        """
-        return (await self.call(to, method, body, timeout, service=service))[1]
-
-    async def call(
-        self,
-        to: str | None = None,
-        method: str = "ping",
-        body: Any = None,
-        timeout: float | None = None,
-        *,
-        service: str | None = None,
-    ) -> tuple[str, Any]:
-        """As request(), but returns (the id of the member that answered, its result)."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            if (to is None) == (service is None):
-                raise BadRequest("give either 'to' (a member) or 'service', not both")
-            if not 0 < len(method) <= MAX_METHOD:
-                raise BadRequest(f"'method' must be 1..{MAX_METHOD} characters")
-            if timeout is None:
-                timeout = self.config.tuning.request_timeout
-            if to is not None:
-                target = self.resolve(to)
-                try:
-                    answer = target, await self._call_member(target, method, body, timeout)
-                except RequestFailed as exc:
-                    exc.member = target
-                    raise
-            else:
-                assert service is not None
-                answer = await self._call_service(service, method, body, timeout)
-            outcome = "ok"
-            return answer
-        except RequestFailed as exc:
-            outcome = OUTCOMES.get(exc.status, "error")
-            raise
-        except asyncio.CancelledError:  # the caller went away (an HTTP client hung up)
-            outcome = "cancelled"
-            raise
-        finally:  # one count and one latency per call, however many providers it tried
-            mode = "direct" if to is not None else "service"
-            elapsed = time.perf_counter() - started
-            self.stats.request_done(method, mode, outcome, elapsed, self.handlers)
-
-    async def _call_service(
-        self, service: str, method: str, body: Any, timeout: float
-    ) -> tuple[str, Any]:
-        """The provider with the fewest requests in flight, then the next one, TRIES in all,
-        but only while no handler can have run: no request is ever answered twice."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        tried: set[str] = set()
-        failure: RequestFailed | None = None
-        while len(tried) < TRIES:
-            target = self._picker.pick(service, self._eligible(service, tried))
-            if target is None:
-                break
-            tried.add(target)
-            try:
-                return target, await self._call_member(target, method, body, deadline - loop.time())
-            except RequestFailed as exc:
-                exc.member = target
-                if exc.may_have_run:
-                    raise
-                failure = exc
-        if failure is not None:
-            raise failure
-        raise NoProvider(f"no connected provider of {service!r}", service=service)
-
-    def _eligible(self, service: str, tried: set[str]) -> dict[str, int]:
-        """Providers that may take a routed request now: member id -> requests in flight."""
-        eligible = {}
-        if service in self.services and not self.draining and self.id not in tried:
-            eligible[self.id] = self._local_in_flight
-        for peer_id, peer in self.mesh.peers.items():
-            record = peer.member
-            if (
-                service in record.services
-                and not record.draining
-                and peer.status.state == "connected"
-                and peer_id not in tried
-            ):
-                eligible[peer_id] = self.mesh.in_flight(peer_id)
-        return eligible
-
-    async def _call_member(self, target: str, method: str, body: Any, timeout: float) -> Any:
-        if target != self.id:
-            return await self.mesh.request(target, method, body, timeout)
-        self._local_in_flight += 1
-        try:  # a request to ourselves is answered here
-            async with asyncio.timeout(timeout):
-                max_result = self.config.tuning.max_frame
-                result, error = await self.handlers.answer(method, body, self.member, max_result)
-        except TimeoutError:
-            raise RequestTimedOut(f"no answer within {timeout} s") from None
-        finally:
-            self._local_in_flight -= 1
-        if error is not None:
-            raise RequestFailed(error)
-        return result
 
     # -- views -----------------------------------------------------------------
 

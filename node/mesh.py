@@ -44,6 +44,7 @@ from shared.linkend import EndReason, LinkDown, LinkEnd
 from shared.listener import Listener
 from shared.looplag import LoopLag
 from shared.snapshot import split_members
+from shared.tasks import cancel_and_wait
 from shared.wire import (
     Error,
     FrameTooLarge,
@@ -153,9 +154,7 @@ class Mesh:
     async def stop(self) -> None:
         """Say goodbye (if not yet said), then cancel and await everything and close links."""
         self.say_goodbye()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         await self._listener.stop()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

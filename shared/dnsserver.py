@@ -31,6 +31,7 @@ import structlog
 from shared.config import ServerConfig, join_address
 from shared.dnsview import DnsView, Reply, View, parse_query
 from shared.program import listen_or_fail
+from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -85,10 +86,7 @@ class HostNames:
         self._cache[name] = (addresses, loop.time() + keep)
 
     async def close(self) -> None:
-        tasks = list(self._pending.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._pending.values())
 
 
 class DnsServer:

@@ -13,6 +13,7 @@ from shared.link import Link
 from shared.linkend import LinkDown, LinkEnd
 from shared.looplag import LoopLag
 from shared.metrics import Refusals, Traffic
+from shared.tasks import cancel_and_wait
 from shared.wire import Error, Hello
 
 log = structlog.get_logger()
@@ -85,9 +86,7 @@ class Listener:
         for retry in self._accept_again:
             retry.cancel()
         self._close_sockets()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     def _close_sockets(self) -> None:
         loop = asyncio.get_running_loop()

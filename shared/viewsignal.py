@@ -3,7 +3,8 @@
 A node's view (records, and the state of its links) changes in several places; each calls
 `notify()`. Waiters (the Consul API's blocking queries) then look again: a notify with no
 real change costs them a look, never a wrong answer. One shared event, replaced at every
-notify, as distributor/watch.py's VersionWatch: a waiter costs one future, never a poll.
+notify: a waiter costs one future, never a poll. The distributor's VersionWatch
+(distributor/watch.py) is one too, notified when its registry's version moves.
 """
 
 from __future__ import annotations

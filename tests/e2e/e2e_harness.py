@@ -15,11 +15,12 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import docker.errors
 import pytest
@@ -42,6 +43,37 @@ DISTRIBUTOR_ADDRESS = "distributor:9000"
 
 class NotYet(Exception):
     """Raised by a condition that does not hold yet; its message says what is missing."""
+
+
+# what a call through a gateway may answer while the mesh notices that what it called is gone
+TRANSIENT = (502, 503)
+
+
+class GatewayAnswer(Protocol):
+    status: int
+    body: Any
+
+
+A = TypeVar("A", bound=GatewayAnswer)
+
+
+def succeeds_or_fails_clearly(
+    call: Callable[[], A], wrong_answer: Callable[[A], str | None], failures: Counter[int]
+) -> Callable[[], str | None]:
+    """An invariant for the time the mesh takes to notice a loss: each `call()` answers as
+    `wrong_answer` allows, or fails clearly, a 502/503 with an error message (the call
+    reached what is gone, or its link was going down), counted in `failures`."""
+
+    def check() -> str | None:
+        answer = call()
+        if answer.status in TRANSIENT:
+            failures[answer.status] += 1
+            if not (isinstance(answer.body, dict) and answer.body.get("error")):
+                return f"a {answer.status} without an error message: {answer.body}"
+            return None
+        return wrong_answer(answer)
+
+    return check
 
 
 @dataclass

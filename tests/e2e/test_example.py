@@ -29,6 +29,7 @@ from e2e_harness import (
     NotYet,
     Replica,
     compose_project,
+    succeeds_or_fails_clearly,
 )
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +38,6 @@ GOODS = 3
 GATEWAY_HTTP = "9180/tcp"  # the node's gateway (MESH_GATEWAY_PORT in docker-compose.yml)
 CALLS = 30  # at least this many calls to see the load spread
 HOLD = 5.0  # seconds a "never" is sampled for
-TRANSIENT = (502, 503)  # what a call may answer while the mesh notices a killed replica
 # The mesh notices a killed replica within one heartbeat timeout (sooner: the kernel closes
 # its links at once); the test calls once a sample: at most every call of that window fails
 MAX_FAILED_CALLS = math.ceil(HEARTBEAT_TIMEOUT / SAMPLE_EVERY)
@@ -258,16 +258,10 @@ def kill_one(
 ) -> None:
     failures: collections.Counter[int] = collections.Counter()
 
-    def succeeds_or_fails_clearly() -> str | None:
-        """Before the gateway notices the kill: an answer from the survivor, or a clear
-        502/503 (the call reached the killed replica, or its link was going down)."""
-        answer = ask(port)
-        if answer.status in TRANSIENT:
-            failures[answer.status] += 1
-            if not (isinstance(answer.body, dict) and answer.body.get("error")):
-                return f"a {answer.status} without an error message: {answer.body}"
-            return None
-        return wrong_answer(answer, survivors, names)
+    # before the gateway notices the kill: an answer from a survivor, or a clear 502/503
+    calls_carry_on = succeeds_or_fails_clearly(
+        lambda: ask(port), lambda answer: wrong_answer(answer, survivors, names), failures
+    )
 
     def noticed() -> bool:
         record = gateway_view(example).get(killed_id)
@@ -280,13 +274,13 @@ def kill_one(
     example.wait_until(
         noticed,
         f"the gateway notices that {names[killed_id]} was killed",
-        invariant=succeeds_or_fails_clearly,
+        invariant=calls_carry_on,
     )
     example.figure("example: the gateway noticed a killed replica after", time.monotonic() - t0)
     example.wait_until(
         lambda: ask(port).status == 200,
         "gateway calls succeed again",
-        invariant=succeeds_or_fails_clearly,
+        invariant=calls_carry_on,
     )
     example.figure("example: calls failed while the kill was noticed", failures.total(), "calls")
     # "at most a few": bounded, not only printed

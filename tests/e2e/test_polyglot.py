@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from e2e_harness import NODE_HTTP, ROOT, NotYet, Replica, compose_project
+from e2e_harness import (
+    NODE_HTTP,
+    ROOT,
+    NotYet,
+    Replica,
+    compose_project,
+    succeeds_or_fails_clearly,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +46,6 @@ HOLD = 5.0  # seconds a "never" is sampled for, continuously
 CALLS_PER_SAMPLE = 3
 FIRST_ANSWER = 120.0  # containers and checks starting on a loaded 2-core machine
 NOTICE = 60.0  # a stopped or killed app is critical well within this (checks every 1 s)
-TRANSIENT = (502, 503)  # what a call may answer while an app's death is being noticed
 
 
 def _node_base_image() -> str | None:
@@ -272,14 +278,9 @@ def _leaves_rotation(polyglot, n: int, how: str, stop) -> None:
     gateway_node = agent(polyglot, 1)
     failures: collections.Counter[int] = collections.Counter()
 
-    def succeeds_or_fails_clearly() -> str | None:
-        answer = call(port)
-        if answer.status in TRANSIENT:
-            failures[answer.status] += 1
-            if not (isinstance(answer.body, dict) and answer.body.get("error")):
-                return f"a {answer.status} without an error message: {answer.body}"
-            return None
-        return wrong_answer(answer, {**up, n: gone})
+    calls_carry_on = succeeds_or_fails_clearly(
+        lambda: call(port), lambda answer: wrong_answer(answer, {**up, n: gone}), failures
+    )
 
     def critical() -> bool:
         health = view(gateway_node).get(gone)
@@ -293,7 +294,7 @@ def _leaves_rotation(polyglot, n: int, how: str, stop) -> None:
         critical,
         f"hello-{n} ({how}) is critical in the gateway node's view",
         NOTICE,
-        invariant=succeeds_or_fails_clearly,
+        invariant=calls_carry_on,
     )
     polyglot.figure(f"polyglot: hello-{n} ({how}) critical after", time.monotonic() - t0)
     polyglot.figure(

@@ -18,6 +18,7 @@ from shared.link import Link, open_link
 from shared.linkend import LinkDown
 from shared.listener import Listener
 from shared.looplag import LoopLag
+from shared.tasks import cancel_and_wait
 from shared.wire import Heartbeat, Hello
 from tests.integration.test_tls import make_ca
 
@@ -175,9 +176,7 @@ async def link_to_a_peer(
         yield link, received, writers[0]
     finally:
         link.abort()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         for peer_writer in writers:
             peer_writer.close()
         server.close()

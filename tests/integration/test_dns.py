@@ -11,7 +11,7 @@ from harness.ports import free_port
 from harness.procs import Proc
 from harness.waiting import wait_for
 from tests.integration.cluster import Cluster
-from tests.integration.dig import dig
+from tests.integration.dig import Answer, dig
 from tests.integration.test_instances import register
 
 TRANSPORTS = {"udp": (), "tcp": ("+tcp",)}
@@ -70,13 +70,24 @@ def mesh(make_cluster: Callable[..., Cluster]) -> dict[str, Any]:
 ALL_SRV = {(1234, "n1.node.mesh."), (1235, "n2.node.mesh."), (1236, "7f000003.addr.mesh.")}
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("who", ["n1", "distributor"])
-def test_service_names_answer_a_and_srv_with_an_address_for_every_srv(
-    mesh: dict[str, Any], who: str, transport: str
-) -> None:
+@pytest.fixture
+def ask(mesh: dict[str, Any], who: str, transport: str) -> Callable[[str, str], Answer]:
+    """dig at `who` (a parameter of the test, as `transport` is): (name, rdtype) -> answer."""
     port, options = mesh["ports"][who], TRANSPORTS[transport]
-    answer = dig(port, "goods.service.mesh", "SRV", *options)
+    return lambda name, rdtype: dig(port, name, rdtype, *options)
+
+
+# each process that answers for the whole mesh, over each transport
+EVERY_ANSWERER = pytest.mark.parametrize(
+    ("who", "transport"), [(who, t) for t in TRANSPORTS for who in ("n1", "distributor")]
+)
+
+
+@EVERY_ANSWERER
+def test_service_names_answer_a_and_srv_with_an_address_for_every_srv(
+    ask: Callable[[str, str], Answer], transport: str
+) -> None:
+    answer = ask("goods.service.mesh", "SRV")
     assert answer.transport == transport.upper(), answer.text
     assert answer.status == "NOERROR" and "aa" in answer.flags and "tc" not in answer.flags
     assert answer.srv() == ALL_SRV
@@ -88,36 +99,34 @@ def test_service_names_answer_a_and_srv_with_an_address_for_every_srv(
             ("7f000003.addr.mesh.", "A", "127.0.0.3"),
         ]
     )
-    answer = dig(port, "goods.service.mesh", "A", *options)
+    answer = ask("goods.service.mesh", "A")
     assert sorted(answer.data("ANSWER", "A")) == ["127.0.0.1", "127.0.0.3"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_tags_rfc_2782_node_and_addr_names(mesh: dict[str, Any], transport: str) -> None:
-    port, options = mesh["ports"]["n2"], TRANSPORTS[transport]
-    assert dig(port, "v1.goods.service.mesh", "SRV", *options).srv() == {(1234, "n1.node.mesh.")}
-    assert dig(port, "V2.Goods.SERVICE.mesh", "SRV", *options).srv() == {(1235, "n2.node.mesh.")}
-    assert dig(port, "_goods._tcp.service.mesh", "SRV", *options).srv() == ALL_SRV
-    assert dig(port, "_goods._tcp.mesh", "SRV", *options).srv() == ALL_SRV
-    assert dig(port, "_goods._v2.service.mesh", "SRV", *options).srv() == {(1235, "n2.node.mesh.")}
-    assert dig(port, "n1.node.mesh", "A", *options).data() == ["127.0.0.1"]
-    assert dig(port, "7f000003.addr.mesh", "A", *options).data() == ["127.0.0.3"]
-    assert dig(port, "goods.service.dc1.mesh", "SRV", *options).srv() == ALL_SRV
+@pytest.mark.parametrize("who", ["n2"])
+def test_tags_rfc_2782_node_and_addr_names(ask: Callable[[str, str], Answer]) -> None:
+    assert ask("v1.goods.service.mesh", "SRV").srv() == {(1234, "n1.node.mesh.")}
+    assert ask("V2.Goods.SERVICE.mesh", "SRV").srv() == {(1235, "n2.node.mesh.")}
+    assert ask("_goods._tcp.service.mesh", "SRV").srv() == ALL_SRV
+    assert ask("_goods._tcp.mesh", "SRV").srv() == ALL_SRV
+    assert ask("_goods._v2.service.mesh", "SRV").srv() == {(1235, "n2.node.mesh.")}
+    assert ask("n1.node.mesh", "A").data() == ["127.0.0.1"]
+    assert ask("7f000003.addr.mesh", "A").data() == ["127.0.0.3"]
+    assert ask("goods.service.dc1.mesh", "SRV").srv() == ALL_SRV
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("who", ["n1", "distributor"])
+@EVERY_ANSWERER
 def test_nxdomain_with_soa_noerror_without_answer_and_refused(
-    mesh: dict[str, Any], who: str, transport: str
+    ask: Callable[[str, str], Answer],
 ) -> None:
-    port, options = mesh["ports"][who], TRANSPORTS[transport]
-    answer = dig(port, "nobody.service.mesh", "A", *options)
+    answer = ask("nobody.service.mesh", "A")
     assert answer.status == "NXDOMAIN" and not answer.records("ANSWER")
     assert [rdtype for _, rdtype, _ in answer.records("AUTHORITY")] == ["SOA"]
-    answer = dig(port, "goods.service.mesh", "TXT", *options)
+    answer = ask("goods.service.mesh", "TXT")
     assert answer.status == "NOERROR" and not answer.records("ANSWER")
     assert [rdtype for _, rdtype, _ in answer.records("AUTHORITY")] == ["SOA"]
-    answer = dig(port, "example.com", "A", *options)
+    answer = ask("example.com", "A")
     assert answer.status == "REFUSED" and not answer.records("ANSWER")
 
 

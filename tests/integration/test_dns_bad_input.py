@@ -25,6 +25,7 @@ from shared.dnsserver import MAX_TCP
 from tests.integration.cluster import Cluster
 from tests.integration.dig import dig
 from tests.integration.test_instances import register
+from tests.unit.test_dnsview import random_or_damaged
 
 QUIET = 1.0  # seconds to listen for an answer that must not come
 
@@ -119,13 +120,7 @@ def test_garbage_datagrams_are_dropped(targets: list[tuple[Proc, int]]) -> None:
                 sock.sendto(data, ("127.0.0.1", port))
             assert udp_answers(sock) == []
             for _ in range(3000):  # random bytes and damaged queries; some may still parse
-                if rng.random() < 0.5:
-                    data = rng.randbytes(rng.randint(0, 700))
-                else:
-                    damaged = bytearray(good)
-                    for _ in range(rng.randint(1, 6)):
-                        damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-                    data = bytes(damaged)
+                data = random_or_damaged(rng, good, longest=700, most_hits=6)
                 sock.sendto(data, ("127.0.0.1", port))
             for answer in udp_answers(sock):
                 assert len(answer) <= 512  # whatever was answered, within the UDP limit

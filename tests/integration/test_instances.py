@@ -278,17 +278,26 @@ def test_the_agents_death_removes_its_instances(make_cluster, apps, tmp_path: Pa
 # -- the gateway -------------------------------------------------------------------
 
 
-def test_the_gateway_spreads_calls_and_skips_a_critical_instance(make_cluster, apps) -> None:
+def two_apps_behind_a_gateway(
+    make_cluster: Callable[..., Cluster], apps: Callable[[str], App], **check: str
+) -> tuple[Proc, int, App, App]:
+    """A distributor, an agent with hello-1 and hello-2 registered (`check`: their check's
+    settings) and a gateway node that sees both passing: (gateway node, its port, apps)."""
     cluster = make_cluster(steady=True)
     cluster.distributor()
     agent = cluster.node("agent")
     node, port = gateway_node(cluster, "gw")
     one, two = apps("hello-1"), apps("hello-2")
     for app in (one, two):
-        assert register(agent, app.definition())[0] == 200
+        assert register(agent, app.definition(**check))[0] == 200
     wait_for(
         "both passing", lambda: instances(node) == {"hello-1": "passing", "hello-2": "passing"}
     )
+    return node, port, one, two
+
+
+def test_the_gateway_spreads_calls_and_skips_a_critical_instance(make_cluster, apps) -> None:
+    node, port, one, two = two_apps_behind_a_gateway(make_cluster, apps)
 
     seen = Counter()
     for _ in range(20):
@@ -316,15 +325,8 @@ def test_the_gateway_spreads_calls_and_skips_a_critical_instance(make_cluster, a
 def test_a_killed_app_costs_no_call_that_was_not_sent(make_cluster, apps) -> None:
     """Calls one after another while one of two apps is SIGKILLed: at most the call in
     flight at that moment fails; every later one connects elsewhere (refused: next one)."""
-    cluster = make_cluster(steady=True)
-    cluster.distributor()
-    agent = cluster.node("agent")
-    node, port = gateway_node(cluster, "gw")
-    one, two = apps("hello-1"), apps("hello-2")
-    for app in (one, two):
-        # a slow check: the app is dead long before its check says so
-        assert register(agent, app.definition(interval="30s"))[0] == 200
-    wait_for("both passing", lambda: set(instances(node).values()) == {"passing"})
+    # a slow check: the app is dead long before its check says so
+    node, port, _, two = two_apps_behind_a_gateway(make_cluster, apps, interval="30s")
 
     codes = Counter()
     for i in range(200):

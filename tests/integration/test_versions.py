@@ -18,12 +18,16 @@ from tests.integration.test_services import post, record_of, seen_everywhere
 VERSION_2_RELEASE = "e61df814cf2d9d39b4ccf0f3f71520064a1e5405"  # the last to speak 1..2
 
 
+def release(commit: str, version: int, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That release's code, from git; it speaks protocol `version`."""
+    root = checkout_release(commit, tmp_path_factory.mktemp(f"version-{version}"))
+    assert f"PROTOCOL_VERSION = {version}" in (root / "shared" / "wire.py").read_text()
+    return root
+
+
 @pytest.fixture(scope="module")
 def version_2_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """That release's code, from git."""
-    root = checkout_release(VERSION_2_RELEASE, tmp_path_factory.mktemp("version-2"))
-    assert "PROTOCOL_VERSION = 2" in (root / "shared" / "wire.py").read_text()
-    return root
+    return release(VERSION_2_RELEASE, 2, tmp_path_factory)
 
 
 def no_protocol_errors(*procs) -> None:
@@ -80,9 +84,7 @@ VERSION_3_RELEASE = "d91da051253fc73cd71c6db3d7dbbda5c414d648"  # the last to sp
 
 @pytest.fixture(scope="module")
 def version_3_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = checkout_release(VERSION_3_RELEASE, tmp_path_factory.mktemp("version-3"))
-    assert "PROTOCOL_VERSION = 3" in (root / "shared" / "wire.py").read_text()
-    return root
+    return release(VERSION_3_RELEASE, 3, tmp_path_factory)
 
 
 INSTANCE = {"name": "hello", "id": "hello-1", "address": "127.0.0.1", "port": 1234}

@@ -49,16 +49,6 @@ def test_without_thresholds_every_result_counts_and_true_means_changed() -> None
     assert s.status == "critical"
 
 
-def test_the_first_result_counts_at_once_whatever_the_thresholds() -> None:
-    # Consul's NewStatusHandler starts both counters at their thresholds
-    s = state(success_before_passing=3, failures_before_critical=3)
-    assert s.record("passing", "ok", 101.0) is True
-    assert s.status == "passing"
-    s = state(status="passing", success_before_passing=3, failures_before_critical=3)
-    assert s.record("critical", "down", 101.0) is True
-    assert s.status == "critical"
-
-
 def test_failures_before_critical() -> None:
     s = state(failures_before_critical=3)
     s.record("passing", "ok", 1.0)
@@ -70,39 +60,60 @@ def test_failures_before_critical() -> None:
     assert (s.status, s.output) == ("critical", "down 3")
 
 
-def test_a_success_resets_the_failure_count() -> None:
-    s = state(failures_before_critical=2)
-    s.record("passing", "ok", 1.0)
-    assert s.record("critical", "x", 2.0) is False
-    assert s.record("passing", "ok", 3.0) is False
-    assert s.record("critical", "x", 4.0) is False  # one in a row again, not two
-    assert s.status == "passing"
-    assert s.record("critical", "x", 5.0) is True
+# Runs of results, each (status, whether it changes the check's status, the status after),
+# one a second apart; the thresholds (and initial status) are the case's.
+RUNS = {
+    # Consul's NewStatusHandler starts both counters at their thresholds: the first result
+    # counts at once, whatever the thresholds
+    "the first passing counts at once": (
+        {"success_before_passing": 3, "failures_before_critical": 3},
+        [("passing", True, "passing")],
+    ),
+    "the first critical counts at once": (
+        {"status": "passing", "success_before_passing": 3, "failures_before_critical": 3},
+        [("critical", True, "critical")],
+    ),
+    "a success resets the failure count": (
+        {"failures_before_critical": 2},
+        [
+            ("passing", True, "passing"),
+            ("critical", False, "passing"),
+            ("passing", False, "passing"),
+            ("critical", False, "passing"),  # one in a row again, not two
+            ("critical", True, "critical"),
+        ],
+    ),
+    "success before passing, and a failure resets it": (
+        {"success_before_passing": 2},
+        [
+            ("critical", False, "critical"),
+            ("passing", False, "critical"),
+            ("critical", False, "critical"),  # already critical: no change
+            ("passing", False, "critical"),
+            ("passing", True, "passing"),
+        ],
+    ),
+    "warning counts as a success and stays warning": (
+        {"success_before_passing": 2, "failures_before_critical": 2},
+        [
+            ("critical", False, "critical"),
+            ("critical", False, "critical"),
+            ("warning", False, "critical"),
+            # passing and warning together make the run of successes
+            ("passing", True, "passing"),
+            ("warning", True, "warning"),  # a 429 is not turned into passing, nor critical
+            ("critical", False, "warning"),  # one failure of two
+        ],
+    ),
+}
 
 
-def test_success_before_passing_and_a_failure_resets_it() -> None:
-    s = state(success_before_passing=2)
-    s.record("critical", "down", 1.0)
-    assert s.record("passing", "ok", 2.0) is False
-    assert s.record("critical", "down", 3.0) is False  # already critical: no change
-    assert s.record("passing", "ok", 4.0) is False
-    assert s.status == "critical"
-    assert s.record("passing", "ok", 5.0) is True
-    assert s.status == "passing"
-
-
-def test_warning_counts_as_a_success_and_stays_warning() -> None:
-    s = state(success_before_passing=2, failures_before_critical=2)
-    s.record("critical", "down", 1.0)
-    s.record("critical", "down", 2.0)
-    assert s.record("warning", "429", 3.0) is False
-    # passing and warning together make the run of successes
-    assert s.record("passing", "200", 4.0) is True
-    assert s.status == "passing"
-    assert s.record("warning", "429", 5.0) is True
-    assert s.status == "warning"  # a 429 is not turned into passing, nor critical
-    assert s.record("critical", "500", 6.0) is False  # one failure of two
-    assert s.status == "warning"
+@pytest.mark.parametrize(("changes", "run"), RUNS.values(), ids=RUNS.keys())
+def test_runs_of_results(changes: dict[str, object], run: list[tuple[str, bool, str]]) -> None:
+    s = state(**changes)
+    for at, (status, changed, after) in enumerate(run, start=1):
+        assert s.record(status, "output", float(at)) is changed, (at, status)
+        assert s.status == after, (at, status)
 
 
 def test_deregister_timer_runs_from_the_initial_critical_status() -> None:

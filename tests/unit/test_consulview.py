@@ -26,6 +26,14 @@ from shared.viewsignal import ViewSignal
 from shared.wire import Instance, Member
 
 ID_A = "0123456789abcdef0123456789abcdef"
+# member("a", ID_A)'s fields as a Consul node, in a catalog entry as in the node list
+NODE_A = {
+    "ID": "01234567-89ab-cdef-0123-456789abcdef",
+    "Node": "a",
+    "Address": "10.0.0.1",
+    "Datacenter": "dc1",
+    "TaggedAddresses": {"lan": "10.0.0.1", "wan": "10.0.0.1"},
+}
 
 
 def member(
@@ -61,11 +69,7 @@ def test_every_member_is_a_node_with_a_mesh_service_on_its_http_port() -> None:
     a = member("a", ID_A, tags=("v2",), meta=(("zone", "x"),))
     (entry,) = cv.catalog_service(view((a, True)), "mesh", index=7)
     assert entry == {
-        "ID": "01234567-89ab-cdef-0123-456789abcdef",
-        "Node": "a",
-        "Address": "10.0.0.1",
-        "Datacenter": "dc1",
-        "TaggedAddresses": {"lan": "10.0.0.1", "wan": "10.0.0.1"},
+        **NODE_A,
         "NodeMeta": {"zone": "x"},
         "ServiceKind": "",
         "ServiceID": "mesh",
@@ -134,11 +138,7 @@ def test_entries_are_ordered_by_node_name_whatever_the_view_order() -> None:
 def test_catalog_nodes_has_consuls_node_fields() -> None:
     (node,) = cv.catalog_nodes(view((member("a", ID_A, meta=(("k", "v"),)), True)), index=3)
     assert node == {
-        "ID": "01234567-89ab-cdef-0123-456789abcdef",
-        "Node": "a",
-        "Address": "10.0.0.1",
-        "Datacenter": "dc1",
-        "TaggedAddresses": {"lan": "10.0.0.1", "wan": "10.0.0.1"},
+        **NODE_A,
         "Meta": {"k": "v"},
         "CreateIndex": 3,
         "ModifyIndex": 3,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
 from node.definitions import (
-    CheckDefinition,
     ServiceDefinition,
     go_duration,
     parse_service,
     parse_services_file,
 )
+from tests.unit.test_checks import BASE
 
 # -- Consul's documented examples (website/content/docs/services/...) -----------------
 
@@ -53,19 +55,9 @@ def test_consul_docs_tcp_check() -> None:
         },
     }
     (check,) = parse_service(doc).checks
-    assert check == CheckDefinition(
-        check_id="ssh",
-        name="SSH TCP on port 22",
-        kind="tcp",
-        target="localhost:22",
-        method="GET",
-        headers=(),
-        interval=10.0,
-        timeout=1.0,
-        success_before_passing=0,
-        failures_before_critical=0,
-        deregister_after=None,
-        status="critical",
+    # every other field as in test_checks.BASE: Consul's defaults, a 10 s interval, 1 s timeout
+    assert check == replace(
+        BASE, check_id="ssh", name="SSH TCP on port 22", kind="tcp", target="localhost:22"
     )
 
 
@@ -299,107 +291,104 @@ def svc(**fields: Any) -> dict[str, Any]:
     return {"name": "web", "port": 80} | fields
 
 
-@pytest.mark.parametrize(
-    ("doc", "message"),
-    [
-        ({"port": 80}, "Name: required"),
-        (svc(name="web_1"), "Name: 'web_1' is not a DNS label"),
-        (svc(name="-web"), "Name: '-web' is not a DNS label"),
-        (svc(name=5), "Name: 5 is not a DNS label"),
-        ({"name": "web"}, "Port: required"),
-        (svc(port=0), "Port: must be 1..65535"),
-        (svc(port=65536), "Port: must be 1..65535"),
-        (svc(port="80"), "Port: must be 1..65535"),
-        (svc(port=True), "Port: must be 1..65535"),
-        (svc(id="a/b"), "ID: 'a/b' does not match"),
-        (svc(address="a b"), "Address: 'a b' is not a host name"),
-        (svc(address="0.0.0.0"), "Address: '0.0.0.0' is not an address to dial"),
-        (svc(tags="v1"), "Tags: must be a list"),
-        (svc(tags=["a b"]), "Tags: 'a b' does not match"),
-        (svc(tags=[f"t{i}" for i in range(33)]), "Tags: at most 32 tags"),
-        (svc(meta=["x"]), "Meta: must be an object"),
-        (svc(meta={"k": 1}), "Meta: the value of 'k' must be a string"),
-        (svc(meta={"a b": "1"}), "Meta: key 'a b' does not match"),
-        (svc(check={"http": "http://h/"}), "Check.Interval: required"),
-        (svc(check={"http": "http://h/", "interval": "10"}), "Check.Interval: '10' is not"),
-        (svc(check={"http": "http://h/", "interval": "50ms"}), "Check.Interval: must be at"),
-        (svc(check={"tcp": "h:1", "interval": "1s", "timeout": "x"}), "Check.Timeout: 'x'"),
-        (svc(check={"http": "ftp://h/", "interval": "1s"}), "Check.HTTP: 'ftp://h/' is not"),
-        (svc(check={"http": "http://", "interval": "1s"}), "Check.HTTP: 'http://' is not"),
-        (svc(check={"http": "http://h:x/", "interval": "1s"}), "Check.HTTP: 'http://h:x/'"),
-        (svc(check={"tcp": "h", "interval": "1s"}), "Check.TCP: 'h' is not HOST:PORT"),
-        (svc(check={"tcp": "h:1", "http": "http://h/", "interval": "1s"}), "Check: give HTTP"),
-        (svc(check={"interval": "1s"}), "Check: needs HTTP"),
-        (svc(check="http://h/"), "Check: must be a JSON object"),
-        (svc(checks={"tcp": "h:1"}), "Checks: must be a list"),
-        (svc(checks=[{"tcp": "h:1", "interval": "1s"}] * 5), "Checks: at most 4 checks"),
-        (
-            svc(checks=[{"tcp": "h:1", "interval": "1s", "status": "ok"}]),
-            "Checks[0].Status: must be passing, warning or critical",
-        ),
-        (
-            svc(checks=[{"tcp": "h:1", "interval": "1s"}, {"tcp": "h:1", "interval": "x"}]),
-            "Checks[1].Interval: 'x' is not a duration",
-        ),
-        (
-            svc(check={"tcp": "h:1", "interval": "1s", "SuccessBeforePassing": -1}),
-            "Check.SuccessBeforePassing: must be a whole number",
-        ),
-        (
-            svc(check={"tcp": "h:1", "interval": "1s", "failures_before_critical": "3"}),
-            "Check.FailuresBeforeCritical: must be a whole number",
-        ),
-        (
-            svc(check={"tcp": "h:1", "interval": "1s", "DeregisterCriticalServiceAfter": "1ms"}),
-            "Check.DeregisterCriticalServiceAfter: must be at least 1s",
-        ),
-        (
-            svc(check={"http": "http://h/", "interval": "1s", "method": "GET /"}),
-            "Check.Method: 'GET /' is not an HTTP method",
-        ),
-        (
-            svc(check={"http": "http://h/", "interval": "1s", "header": {"X": "v"}}),
-            "Check.Header: the value of 'X' must be a list",
-        ),
-        (
-            svc(check={"http": "http://h/", "interval": "1s", "header": {"X": ["a\r\nB: c"]}}),
-            "Check.Header: a value of 'X' is not a header value",
-        ),
-        (
-            svc(checks=[{"id": "c", "tcp": "h:1", "interval": "1s"}] * 2),
-            "Checks[0].CheckID: 'c' is given to two checks",
-        ),
-        (svc(Port=81), "'port' and 'Port' are the same key"),
-        ("web", "a service definition: must be a JSON object"),
-    ],
-)
-def test_errors_name_the_field(doc: Any, message: str) -> None:
-    with pytest.raises(ValueError) as caught:
-        parse_service(doc)
-    assert str(caught.value).startswith(message), str(caught.value)
+SERVICE_ERRORS: list[tuple[Any, str]] = [
+    ({"port": 80}, "Name: required"),
+    (svc(name="web_1"), "Name: 'web_1' is not a DNS label"),
+    (svc(name="-web"), "Name: '-web' is not a DNS label"),
+    (svc(name=5), "Name: 5 is not a DNS label"),
+    ({"name": "web"}, "Port: required"),
+    (svc(port=0), "Port: must be 1..65535"),
+    (svc(port=65536), "Port: must be 1..65535"),
+    (svc(port="80"), "Port: must be 1..65535"),
+    (svc(port=True), "Port: must be 1..65535"),
+    (svc(id="a/b"), "ID: 'a/b' does not match"),
+    (svc(address="a b"), "Address: 'a b' is not a host name"),
+    (svc(address="0.0.0.0"), "Address: '0.0.0.0' is not an address to dial"),
+    (svc(tags="v1"), "Tags: must be a list"),
+    (svc(tags=["a b"]), "Tags: 'a b' does not match"),
+    (svc(tags=[f"t{i}" for i in range(33)]), "Tags: at most 32 tags"),
+    (svc(meta=["x"]), "Meta: must be an object"),
+    (svc(meta={"k": 1}), "Meta: the value of 'k' must be a string"),
+    (svc(meta={"a b": "1"}), "Meta: key 'a b' does not match"),
+    (svc(check={"http": "http://h/"}), "Check.Interval: required"),
+    (svc(check={"http": "http://h/", "interval": "10"}), "Check.Interval: '10' is not"),
+    (svc(check={"http": "http://h/", "interval": "50ms"}), "Check.Interval: must be at"),
+    (svc(check={"tcp": "h:1", "interval": "1s", "timeout": "x"}), "Check.Timeout: 'x'"),
+    (svc(check={"http": "ftp://h/", "interval": "1s"}), "Check.HTTP: 'ftp://h/' is not"),
+    (svc(check={"http": "http://", "interval": "1s"}), "Check.HTTP: 'http://' is not"),
+    (svc(check={"http": "http://h:x/", "interval": "1s"}), "Check.HTTP: 'http://h:x/'"),
+    (svc(check={"tcp": "h", "interval": "1s"}), "Check.TCP: 'h' is not HOST:PORT"),
+    (svc(check={"tcp": "h:1", "http": "http://h/", "interval": "1s"}), "Check: give HTTP"),
+    (svc(check={"interval": "1s"}), "Check: needs HTTP"),
+    (svc(check="http://h/"), "Check: must be a JSON object"),
+    (svc(checks={"tcp": "h:1"}), "Checks: must be a list"),
+    (svc(checks=[{"tcp": "h:1", "interval": "1s"}] * 5), "Checks: at most 4 checks"),
+    (
+        svc(checks=[{"tcp": "h:1", "interval": "1s", "status": "ok"}]),
+        "Checks[0].Status: must be passing, warning or critical",
+    ),
+    (
+        svc(checks=[{"tcp": "h:1", "interval": "1s"}, {"tcp": "h:1", "interval": "x"}]),
+        "Checks[1].Interval: 'x' is not a duration",
+    ),
+    (
+        svc(check={"tcp": "h:1", "interval": "1s", "SuccessBeforePassing": -1}),
+        "Check.SuccessBeforePassing: must be a whole number",
+    ),
+    (
+        svc(check={"tcp": "h:1", "interval": "1s", "failures_before_critical": "3"}),
+        "Check.FailuresBeforeCritical: must be a whole number",
+    ),
+    (
+        svc(check={"tcp": "h:1", "interval": "1s", "DeregisterCriticalServiceAfter": "1ms"}),
+        "Check.DeregisterCriticalServiceAfter: must be at least 1s",
+    ),
+    (
+        svc(check={"http": "http://h/", "interval": "1s", "method": "GET /"}),
+        "Check.Method: 'GET /' is not an HTTP method",
+    ),
+    (
+        svc(check={"http": "http://h/", "interval": "1s", "header": {"X": "v"}}),
+        "Check.Header: the value of 'X' must be a list",
+    ),
+    (
+        svc(check={"http": "http://h/", "interval": "1s", "header": {"X": ["a\r\nB: c"]}}),
+        "Check.Header: a value of 'X' is not a header value",
+    ),
+    (
+        svc(checks=[{"id": "c", "tcp": "h:1", "interval": "1s"}] * 2),
+        "Checks[0].CheckID: 'c' is given to two checks",
+    ),
+    (svc(Port=81), "'port' and 'Port' are the same key"),
+    ("web", "a service definition: must be a JSON object"),
+]
+
+# an instances file's errors name the definition too
+FILE_ERRORS: list[tuple[Any, str]] = [
+    ([], "an instances file is a JSON object"),
+    ({"name": "web", "port": 80}, 'an instances file needs a "service" object'),
+    ({"services": {"name": "a"}}, "services: must be a list"),
+    ({"services": [{"name": "a", "port": 1}, {"name": "b"}]}, "services[1].Port: required"),
+    ({"service": {"name": "a", "port": 0}}, "service.Port: must be 1..65535"),
+    (
+        {"services": [{"name": "a", "port": 1}, {"name": "a", "port": 2}]},
+        "services[1].ID: 'a' is already given by services[0]",
+    ),
+    (
+        {"services": [{"name": "a", "id": f"a{i}", "port": 1} for i in range(33)]},
+        "services: at most 32 instances",
+    ),
+]
 
 
 @pytest.mark.parametrize(
-    ("doc", "message"),
-    [
-        ([], "an instances file is a JSON object"),
-        ({"name": "web", "port": 80}, 'an instances file needs a "service" object'),
-        ({"services": {"name": "a"}}, "services: must be a list"),
-        ({"services": [{"name": "a", "port": 1}, {"name": "b"}]}, "services[1].Port: required"),
-        ({"service": {"name": "a", "port": 0}}, "service.Port: must be 1..65535"),
-        (
-            {"services": [{"name": "a", "port": 1}, {"name": "a", "port": 2}]},
-            "services[1].ID: 'a' is already given by services[0]",
-        ),
-        (
-            {"services": [{"name": "a", "id": f"a{i}", "port": 1} for i in range(33)]},
-            "services: at most 32 instances",
-        ),
-    ],
+    ("parse", "doc", "message"),
+    [(parse_service, *case) for case in SERVICE_ERRORS]
+    + [(parse_services_file, *case) for case in FILE_ERRORS],
 )
-def test_file_errors_name_the_definition_and_field(doc: Any, message: str) -> None:
+def test_errors_name_the_field(parse: Callable[[Any], Any], doc: Any, message: str) -> None:
     with pytest.raises(ValueError) as caught:
-        parse_services_file(doc)
+        parse(doc)
     assert str(caught.value).startswith(message), str(caught.value)
 
 

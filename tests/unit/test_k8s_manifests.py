@@ -30,7 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -249,13 +249,18 @@ def test_every_env_var_is_one_the_program_reads(program: str) -> None:
             assert not unknown, f"{workload['metadata']['name']} sets {unknown}: not read"
 
 
-def _as_started(c: dict[str, Any], pod: dict[str, Any], tmp: Path) -> dict[str, str]:
+def as_started(
+    c: dict[str, Any],
+    pod: dict[str, Any],
+    samples: Mapping[str, str],
+    tmp: Path,
+    content: Callable[[str, str, dict[str, Any], str], str],
+) -> dict[str, str]:
     """The container's environment as the kubelet would give it: fieldRefs filled in with
-    sample values, and the *_FILE paths mapped to files standing in for the Secret's keys."""
-    samples = {"status.podIP": "10.1.2.3", "metadata.name": "node-7d9f-abcde"}
+    `samples`, and each *_FILE path mapped to a file in `tmp` standing in for the mounted
+    volume's key, holding `content(name, value, volume, key)`."""
     mounts = {m["mountPath"].rstrip("/"): m["name"] for m in c.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    secret_keys = {s["metadata"]["name"]: set(s["data"]) for s in generated_secrets()}
     env = {}
     for name, entry in env_of(c).items():
         if "value" in entry:
@@ -265,13 +270,25 @@ def _as_started(c: dict[str, Any], pod: dict[str, Any], tmp: Path) -> dict[str, 
         if name.endswith("_FILE"):
             directory, _, key = value.rpartition("/")
             volume = volumes[mounts[directory]]
-            secret = volume["secret"]["secretName"]
-            assert key in secret_keys[secret], f"{name}={value}: no key {key} in Secret {secret}"
-            path = tmp / f"{secret}-{key}"
-            path.write_text("a-value-from-the-secret\n")
+            path = tmp / f"{volume['name']}-{key}"
+            path.write_text(content(name, value, volume, key))
             value = str(path)
         env[name] = value
     return env
+
+
+def _as_started(c: dict[str, Any], pod: dict[str, Any], tmp: Path) -> dict[str, str]:
+    """The mesh's own containers as started: their *_FILE variables name keys of the Secret
+    from kustomization.yaml."""
+    samples = {"status.podIP": "10.1.2.3", "metadata.name": "node-7d9f-abcde"}
+    secret_keys = {s["metadata"]["name"]: set(s["data"]) for s in generated_secrets()}
+
+    def content(name: str, value: str, volume: dict[str, Any], key: str) -> str:
+        secret = volume["secret"]["secretName"]
+        assert key in secret_keys[secret], f"{name}={value}: no key {key} in Secret {secret}"
+        return "a-value-from-the-secret\n"
+
+    return as_started(c, pod, samples, tmp, content)
 
 
 @pytest.mark.parametrize("program", ["node", "distributor"])

@@ -37,6 +37,7 @@ from tests.unit.test_k8s_manifests import (
     STACK,
     _interpolated,
     accepted,
+    as_started,
     documents,
     env_of,
     generated_secrets,
@@ -150,33 +151,21 @@ def test_hello_is_an_app_with_its_agent_as_a_sidecar() -> None:
 
 
 def _agent_environment(tmp: Path) -> dict[str, str]:
-    """The agent's environment as the kubelet gives it: fieldRefs filled in, the secret's
-    keys and the ConfigMap's file written where the *_FILE variables point."""
+    """The agent's environment as the kubelet gives it: the secret's keys and the
+    ConfigMap's file written where the *_FILE variables point."""
     pod, _, agent = hello()
-    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in agent["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["volumes"]}
     (secret,) = generated_secrets()
-    env = {}
-    for name, entry in env_of(agent).items():
-        if "value" in entry:
-            value = entry["value"]
-        else:
-            value = SAMPLES[entry["valueFrom"]["fieldRef"]["fieldPath"]]
-        if name.endswith("_FILE"):
-            directory, _, key = value.rpartition("/")
-            volume = volumes[mounts[directory]]
-            path = tmp / f"{volume['name']}-{key}"
-            if "secret" in volume:
-                assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-                assert key in secret["data"], (name, value)
-                path.write_text("a-value-from-the-secret\n")
-            else:
-                config_map = one("ConfigMap", volume["configMap"]["name"])
-                assert key in config_map["data"], (name, value)
-                path.write_text(config_map["data"][key])
-            value = str(path)
-        env[name] = value
-    return env
+
+    def content(name: str, value: str, volume: dict[str, Any], key: str) -> str:
+        if "secret" in volume:
+            assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+            assert key in secret["data"], (name, value)
+            return "a-value-from-the-secret\n"
+        config_map = one("ConfigMap", volume["configMap"]["name"])
+        assert key in config_map["data"], (name, value)
+        return config_map["data"][key]
+
+    return as_started(agent, pod, SAMPLES, tmp, content)
 
 
 def test_the_agents_environment_is_read_and_parses(tmp_path: Path) -> None:
