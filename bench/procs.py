@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from harness.procs import ROOT, clean_env, stop, wait_healthy
+
+# the CPUs we may use, as when the bench started (before pin_load narrowed them)
+_USABLE = sorted(os.sched_getaffinity(0))
+
+
+def cpus() -> tuple[set[int], set[int]]:
+    """(the server's CPUs, the load's CPU): the last usable CPU for the load (the clients,
+    the caller), the others for the program under test, so the two do not take turns on
+    one core (issue 23). Both all of them on a single-CPU machine."""
+    if len(_USABLE) < 2:
+        return set(_USABLE), set(_USABLE)
+    return set(_USABLE[:-1]), {_USABLE[-1]}
+
+
+def pin_load() -> set[int]:
+    """Pin this process (and what it forks later: a storm's workers) to the load's CPU;
+    returns the CPUs it may use before (to undo it with os.sched_setaffinity)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus()[1])
+    return before
 
 
 @contextlib.contextmanager
@@ -31,6 +52,7 @@ def program(
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
+    os.sched_setaffinity(proc.pid, cpus()[0])  # the server under test: off the load's CPU
     try:
         if http_port is not None:
             wait_healthy(proc, http_port, module)

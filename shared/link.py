@@ -100,6 +100,9 @@ class Link(asyncio.Protocol):
         # while serve() runs: who takes the frames, and the end it returns
         self._on_message: Callable[[Message], None] | None = None
         self._served: asyncio.Future[LinkEnd] | None = None
+        # told the end at once, in the callback that found it, while serve() runs (the
+        # distributor sends a departure on without waiting for serve()'s task to wake)
+        self.on_end: Callable[[LinkEnd], None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.TimerHandle | None = None  # the peer's silence deadline
@@ -153,6 +156,11 @@ class Link(asyncio.Protocol):
         if self._on_message is not None:
             self._end(self._lost)
 
+    @property
+    def backed_up(self) -> bool:
+        """More is buffered for the peer than the transport's high-water mark."""
+        return self._writing_paused
+
     def pause_writing(self) -> None:
         self._writing_paused = True
 
@@ -192,6 +200,20 @@ class Link(asyncio.Protocol):
         self._queued = []
         self._loop.call_soon(self._flush)
         self._write(data)
+
+    def write_now(self, data: bytes, frames: int) -> None:
+        """Pre-encoded frames, written at once (after what is queued, if anything is), with
+        no flush armed for later frames: for a sender that batches its own (the
+        distributor's flush writes each link once)."""
+        if self.is_closing():
+            return
+        self._traffic.frames_sent += frames
+        if self._queued is not None:
+            self._queued.append(data)
+        elif self._dispatching:
+            self._queued = [data]
+        else:
+            self._write(data)
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, None
@@ -324,6 +346,8 @@ class Link(asyncio.Protocol):
     def _end(self, end: LinkEnd) -> None:
         if self._served is not None and not self._served.done():
             self._served.set_result(end)
+            if self.on_end is not None:
+                self.on_end(end)
 
     # The peer's silence deadline: one timer a link, moved on only when it fires (a
     # frame's arrival just notes the time), so an idle link costs a timer a timeout.
