@@ -372,7 +372,10 @@ class Node:
             if to is not None:
                 target = self.resolve(to)
                 try:
-                    answer = target, await self._call_member(target, method, body, timeout)
+                    if target != self.id:  # a peer: the mesh's request, with no layer between
+                        answer = target, await self.mesh.request(target, method, body, timeout)
+                    else:
+                        answer = target, await self._call_member(target, method, body, timeout)
                 except RequestFailed as exc:
                     exc.member = target
                     raise

@@ -239,6 +239,12 @@ class Link(asyncio.Protocol):
         long is as good as dead), or until the loop time `deadline`, then TimeoutError.
         """
         self.send_nowait(data)
+        await self.sent(deadline)
+
+    async def sent(self, deadline: float | None = None) -> None:
+        """What send() waits for once its frame is queued: a backlog to drain (LinkDown if
+        the link went meanwhile). A caller that finds the link neither backed up nor closing
+        after send_nowait() need not call it."""
         # Only a backlog over the transport's high-water mark is waited for: the usual
         # frame is taken at once, and a timeout armed for nothing would cost every request.
         if self._writing_paused and self._lost is None:
