@@ -112,11 +112,12 @@ def storm_rounds(
 
 
 def propagation_runs(clients: int, trials: int, repeats: int) -> dict[str, list[dict[str, Any]]]:
-    """The distributor and the bare broadcaster in turn, so each pair shares the machine's mood."""
+    """The distributor and the bare broadcaster in turns, trial by trial (bench/propagation.py),
+    so each pair shares the machine's mood."""
     runs: dict[str, list[dict[str, Any]]] = {"distributor": [], "broadcaster": []}
     for _ in range(repeats):
-        for server in ("distributor", "broadcaster"):
-            runs[server].append(propagation.run(clients, trials, server))
+        for server, figures in propagation.run_pair(clients, trials).items():
+            runs[server].append(figures)
     return runs
 
 

@@ -24,12 +24,21 @@ def cpus() -> tuple[set[int], set[int]]:
     return set(_USABLE[:-1]), {_USABLE[-1]}
 
 
-def pin_load() -> set[int]:
-    """Pin this process (and what it forks later: a storm's workers) to the load's CPU;
-    returns the CPUs it may use before (to undo it with os.sched_setaffinity)."""
+_pinning = [False]  # inside load_pinned(): program() pins what it starts to the server's
+
+
+@contextlib.contextmanager
+def load_pinned() -> Iterator[None]:
+    """This process (and what it forks meanwhile: a storm's workers) on the load's CPU, and
+    every program() started meanwhile on the others; as before once the block is left."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus()[1])
-    return before
+    _pinning[0] = True
+    try:
+        yield
+    finally:
+        _pinning[0] = False
+        os.sched_setaffinity(0, before)
 
 
 @contextlib.contextmanager
@@ -52,7 +61,8 @@ def program(
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
-    os.sched_setaffinity(proc.pid, cpus()[0])  # the server under test: off the load's CPU
+    if _pinning[0]:  # the server under test: off the load's CPU
+        os.sched_setaffinity(proc.pid, cpus()[0])
     try:
         if http_port is not None:
             wait_healthy(proc, http_port, module)

@@ -171,9 +171,10 @@ class DistributorServer:
         snapshots: dict[bool, tuple[bytes, int]] = {}
         backed_up = 0
         for link in self._links.values():
-            backed_up += link.backed_up
+            if link.backed_up:
+                backed_up += 1
             compact = link.peer_version >= COMPACT_VERSION
-            if link in joining:
+            if joining and link in joining:
                 if compact not in snapshots:
                     snapshots[compact] = self._joining_writes(outbox, compact)
                 link.write_now(*snapshots[compact])

@@ -204,16 +204,20 @@ class Link(asyncio.Protocol):
     def write_now(self, data: bytes, frames: int) -> None:
         """Pre-encoded frames, written at once (after what is queued, if anything is), with
         no flush armed for later frames: for a sender that batches its own (the
-        distributor's flush writes each link once)."""
-        if self.is_closing():
+        distributor's flush writes each link once, to thousands of links: kept lean)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         self._traffic.frames_sent += frames
         if self._queued is not None:
             self._queued.append(data)
         elif self._dispatching:
             self._queued = [data]
+        elif self._writing_paused:
+            self._write(data)  # it checks the backlog
         else:
-            self._write(data)
+            transport.write(data)
+            self._traffic.bytes_sent += len(data)
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, None
@@ -225,7 +229,8 @@ class Link(asyncio.Protocol):
         assert transport is not None  # is_closing() said so
         # Judged by what the peer left of earlier writes, not by this one: a burst (one
         # loop iteration's frames) over the limit is no sign of a peer that stopped reading.
-        if transport.get_write_buffer_size() > self._write_limit:
+        # Below the transport's high-water mark (writing not paused) it is far below it.
+        if self._writing_paused and transport.get_write_buffer_size() > self._write_limit:
             self.log.warning("link_aborted", why="peer is not reading its frames")
             transport.abort()
             return
