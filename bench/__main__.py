@@ -35,6 +35,7 @@ from bench import (
     storm,
 )
 from bench import dns as dns_bench
+from bench.procs import load_pinned
 from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
@@ -112,11 +113,12 @@ def storm_rounds(
 
 
 def propagation_runs(clients: int, trials: int, repeats: int) -> dict[str, list[dict[str, Any]]]:
-    """The distributor and the bare broadcaster in turn, so each pair shares the machine's mood."""
+    """The distributor and the bare broadcaster in turns, trial by trial (bench/propagation.py),
+    so each pair shares the machine's mood."""
     runs: dict[str, list[dict[str, Any]]] = {"distributor": [], "broadcaster": []}
     for _ in range(repeats):
-        for server in ("distributor", "broadcaster"):
-            runs[server].append(propagation.run(clients, trials, server))
+        for server, figures in propagation.run_pair(clients, trials).items():
+            runs[server].append(figures)
     return runs
 
 
@@ -167,12 +169,14 @@ def main(argv: list[str]) -> int:
     storm_results = storm_rounds(
         run_plan["storm_sizes"], run_plan["storm_budget_s"], repeats, args.profile
     )
-    section("propagation", "propagation (the distributor and the bare broadcaster in turn)")
-    prop = propagation_runs(
-        run_plan["propagation_clients"], run_plan["propagation_trials"], repeats
-    )
-    section("messaging", "messaging")
-    msg = [messaging.run(run_plan["messaging_seconds"]) for _ in range(repeats)]
+    # the load on the last CPU, the servers under test on the others (bench/procs.py)
+    with load_pinned():
+        section("propagation", "propagation (the distributor and the bare broadcaster in turn)")
+        prop = propagation_runs(
+            run_plan["propagation_clients"], run_plan["propagation_trials"], repeats
+        )
+        section("messaging", "messaging")
+        msg = [messaging.run(run_plan["messaging_seconds"]) for _ in range(repeats)]
     section("memory", "memory")
     mem = [memory.run(smoke) for _ in range(repeats)]
     section("one_join", f"one join reaching all of {run_plan['one_join_n']:,} connected nodes")

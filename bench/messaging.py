@@ -8,8 +8,9 @@ client of the same framing, in two forms: batched (the responses to one read go 
 in one write, as the mesh link does) and unbatched (one write a response, as
 `python -m bench.messaging PORT` serves them). The ratio is to the better of the two.
 Each is measured twice: throughput with CONCURRENCY callers, then latency one
-request at a time. The mesh is also measured with node A on asyncio's default loop
-instead of uvloop.
+request at a time, in ROUNDS short turns of the three in a row (issue 23: the machine's
+mood then weighs on each alike), so every round has its own ratios. The mesh is also
+measured with node A on asyncio's default loop instead of uvloop.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import contextlib
 import itertools
 import os
 import socket
+import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import uvloop
@@ -36,6 +38,7 @@ from shared.looplag import LoopLag
 from shared.wire import Request, Response
 
 CONCURRENCY = 32
+ROUNDS = 10  # turns of bare, unbatched and mesh in a row, each with its ratios
 BODY = {"service": "bench", "payload": "x" * 64}
 
 Call = Callable[[], Awaitable[Any]]
@@ -99,16 +102,14 @@ class _EchoClient(asyncio.Protocol):
         return (await future).body
 
 
-async def _bare(port: int, seconds: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_connection(_EchoClient, "127.0.0.1", port)
-    try:
-        return await measure(client.call, seconds)
-    finally:
-        transport.close()
-
-
 async def _mesh(seed_port: int, seconds: float) -> dict[str, Any]:
+    async with _node_a(seed_port) as call:
+        return await measure(call, seconds)
+
+
+@contextlib.asynccontextmanager
+async def _node_a(seed_port: int) -> AsyncIterator[Call]:
+    """Node A in this loop, linked to node B at seed_port: a call of B's echo."""
     argv = ["--name", "bench-a", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
     config = parse_node([*argv, "--seed", f"127.0.0.1:{seed_port}"], {"MESH_DISTRIBUTORS": ""})
     lag = LoopLag()
@@ -122,7 +123,7 @@ async def _mesh(seed_port: int, seconds: float) -> dict[str, Any]:
             while not any(p.status.state == "connected" for p in node.mesh.peers.values()):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         peer = next(iter(node.mesh.peers))
-        return await measure(lambda: node.request(peer, "echo", BODY, 5.0), seconds)
+        yield lambda: node.request(peer, "echo", BODY, 5.0)
     finally:
         stop.set()
         await tasks[0]
@@ -148,11 +149,70 @@ async def _serve_unbatched(port: int) -> None:
         await server.serve_forever()
 
 
-def _bare_echo(module: str, seconds: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def _bare_echo(module: str) -> Iterator[int]:
     port = free_port()
     with program(module, [str(port)], {}):
         _wait_listening(port)
-        return uvloop.run(_bare(port, seconds))
+        yield port
+
+
+async def _turns(ports: dict[str, int], seed: int, seconds: float) -> dict[str, Any]:
+    """The bare echoes and the mesh in turns: ROUNDS rounds of rps then p50 of each."""
+    from bench.stats import percentile
+
+    loop = asyncio.get_running_loop()
+    transports, calls = [], {}
+    for name, port in ports.items():
+        transport, client = await loop.create_connection(_EchoClient, "127.0.0.1", port)
+        transports.append(transport)
+        calls[name] = client.call
+    turn = seconds / ROUNDS / 2  # each kind's share of a round, in each mode
+    rounds: list[dict[str, dict[str, float]]] = []
+    try:
+        async with _node_a(seed) as mesh_call:
+            calls["mesh"] = mesh_call
+            for call in calls.values():
+                for _ in range(200):  # warm up: the first calls pay for imports and buffers
+                    await call()
+            for _ in range(ROUNDS):
+                figures: dict[str, dict[str, float]] = {name: {} for name in calls}
+                for name, call in calls.items():
+                    count, _ = await _load(call, turn, CONCURRENCY)
+                    figures[name]["rps"] = count / turn
+                for name, call in calls.items():
+                    _, latencies = await _load(call, turn, 1)
+                    figures[name]["p50_us"] = percentile(latencies, 50) * 1e6
+                rounds.append(figures)
+    finally:
+        for transport in transports:
+            transport.close()
+    return _summary(rounds)
+
+
+def _summary(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Each kind's median over the rounds, and each round's ratios of the mesh to the better
+    bare echo of that round (rps) and to the faster (p50)."""
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[name][key] for r in rounds)
+
+    ratios, latency_ratios = [], []
+    for r in rounds:
+        bare = [r["bare_echo"], r["bare_unbatched_echo"]]
+        ratios.append(round(r["mesh"]["rps"] / max(b["rps"] for b in bare), 3))
+        latency_ratios.append(round(r["mesh"]["p50_us"] / min(b["p50_us"] for b in bare), 3))
+    kinds = {
+        name: {
+            "rps": round(median(name, "rps")),
+            "p50_us": round(median(name, "p50_us"), 1),
+            "concurrency": CONCURRENCY,
+            "latency_concurrency": 1,
+            "rounds": len(rounds),
+        }
+        for name in rounds[0]
+    }
+    return {**kinds, "ratios": ratios, "latency_ratios": latency_ratios}
 
 
 def _wait_listening(port: int, timeout: float = 20.0) -> None:
@@ -177,16 +237,21 @@ def _node_b() -> Iterator[int]:
 
 
 def run(seconds: float) -> dict[str, Any]:
-    """The bare echo batched and unbatched, the mesh (uvloop) and the mesh on asyncio's loop;
-    `seconds` is each one's measuring time. `ratio` is the mesh's rps over the better bare
-    echo's, `latency_ratio` its p50 over that bare echo's p50 (one request in flight)."""
-    bare = _bare_echo("bench.echo", seconds)
-    unbatched = _bare_echo("bench.messaging", seconds)
-    with _node_b() as seed:
-        mesh = uvloop.run(_mesh(seed, seconds))
+    """The bare echo batched and unbatched and the mesh (uvloop) in turns (_turns), then the
+    mesh on asyncio's loop; `seconds` is each one's measuring time. `ratio` is the median
+    of the rounds' ratios of the mesh's rps to the better bare echo's, `latency_ratio` of
+    its p50 to the faster bare echo's p50 (one request in flight); `ratios` and
+    `latency_ratios` are the rounds' own (their spread)."""
+    with (
+        _bare_echo("bench.echo") as batched,
+        _bare_echo("bench.messaging") as unbatched,
+        _node_b() as seed,
+    ):
+        ports = {"bare_echo": batched, "bare_unbatched_echo": unbatched}
+        turns = uvloop.run(_turns(ports, seed, seconds))
     with _node_b() as seed:
         asyncio_mesh = asyncio.run(_mesh(seed, seconds))
-    better = max(bare, unbatched, key=lambda figures: figures["rps"])
+    bare, unbatched, mesh = turns["bare_echo"], turns["bare_unbatched_echo"], turns["mesh"]
     fastest = min(bare, unbatched, key=lambda figures: figures["p50_us"])
     return {
         "bare_echo": bare,
@@ -195,12 +260,14 @@ def run(seconds: float) -> dict[str, Any]:
         "bare_rps": unbatched["rps"],
         "bare_batched_rps": bare["rps"],
         "mesh_rps": mesh["rps"],
-        "ratio": round(mesh["rps"] / better["rps"], 3),
+        "ratio": round(statistics.median(turns["ratios"]), 3),
+        "ratios": turns["ratios"],
         "ratio_batched": round(mesh["rps"] / bare["rps"], 3),
         "ratio_unbatched": round(mesh["rps"] / unbatched["rps"], 3),
         "bare_p50_us": fastest["p50_us"],
         "mesh_p50_us": mesh["p50_us"],
-        "latency_ratio": round(mesh["p50_us"] / fastest["p50_us"], 3),
+        "latency_ratio": round(statistics.median(turns["latency_ratios"]), 3),
+        "latency_ratios": turns["latency_ratios"],
         "loop": "uvloop",
         "asyncio_mesh": asyncio_mesh,
         "cpus": os.cpu_count(),

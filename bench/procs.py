@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from harness.procs import ROOT, clean_env, stop, wait_healthy
+
+# the CPUs we may use, as when the bench started (before pin_load narrowed them)
+_USABLE = sorted(os.sched_getaffinity(0))
+
+
+def cpus() -> tuple[set[int], set[int]]:
+    """(the server's CPUs, the load's CPU): the last usable CPU for the load (the clients,
+    the caller), the others for the program under test, so the two do not take turns on
+    one core (issue 23). Both all of them on a single-CPU machine."""
+    if len(_USABLE) < 2:
+        return set(_USABLE), set(_USABLE)
+    return set(_USABLE[:-1]), {_USABLE[-1]}
+
+
+_pinning = [False]  # inside load_pinned(): program() pins what it starts to the server's
+
+
+@contextlib.contextmanager
+def load_pinned() -> Iterator[None]:
+    """This process (and what it forks meanwhile: a storm's workers) on the load's CPU, and
+    every program() started meanwhile on the others; as before once the block is left."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus()[1])
+    _pinning[0] = True
+    try:
+        yield
+    finally:
+        _pinning[0] = False
+        os.sched_setaffinity(0, before)
 
 
 @contextlib.contextmanager
@@ -31,6 +61,8 @@ def program(
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
+    if _pinning[0]:  # the server under test: off the load's CPU
+        os.sched_setaffinity(proc.pid, cpus()[0])
     try:
         if http_port is not None:
             wait_healthy(proc, http_port, module)

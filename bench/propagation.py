@@ -59,47 +59,82 @@ class _Room:
         return self.heard[(kind, member_id)]
 
 
-async def _measure(port: int, n: int, trials: int) -> dict[str, list[float]]:
-    room = _Room(port)
-    beats = Beats(room.clients)
-    beats.start()
-    samples: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
-    lasts: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
-
-    def record(kind: str, started: float, times: list[float]) -> None:
-        latencies = [(t - started) * 1000 for t in times]
-        samples[kind] += latencies
-        lasts[kind].append(max(latencies))
-
+async def _measure(ports: dict[str, int], n: int, trials: int) -> dict[str, dict[str, list[float]]]:
+    """Each server's room of n clients; then trial by trial, in turns (who goes first
+    alternates), a crash, a leave and the joins that refill the room (issue 23: a slow
+    spell of the machine then weighs on both alike)."""
+    rooms = {server: _Room(port) for server, port in ports.items()}
+    measured = {server: _Samples() for server in ports}
+    beats = [Beats(room.clients) for room in rooms.values()]
+    for beat in beats:
+        beat.start()
     try:
-        for _ in range(n):
-            await room.join()
+        for room in rooms.values():
+            for _ in range(n):
+                await room.join()
         await asyncio.sleep(0.5)  # every join heard, the links quiet
-        for _ in range(trials):
-            for kind in ("crash", "leave"):
-                gone = room.clients.pop(0)
-                started = time.monotonic()
-                if kind == "leave":
-                    gone.send(LEAVE)
-                else:
-                    gone.close()
-                record(kind, started, await room.heard_by_all("left", gone.id, n - 1))
-                gone.close()
-                client, started = await room.join()
-                # the join trials are the joins after a crash, so there are `trials` of each
-                times = await room.heard_by_all("joined", client.id, n - 1)
-                if kind == "crash":
-                    record("join", started, times)
-                await asyncio.sleep(0.05)
+        for trial in range(trials):
+            order = list(rooms) if trial % 2 == 0 else list(reversed(rooms))
+            for server in order:
+                await _trial(rooms[server], n, measured[server])
     finally:
-        beats.stop()
-        for client in room.clients:
-            client.close()
-    return {**samples, **{f"{kind}_last": values for kind, values in lasts.items()}}
+        for beat in beats:
+            beat.stop()
+        for room in rooms.values():
+            for client in room.clients:
+                client.close()
+    return {server: samples.figures() for server, samples in measured.items()}
+
+
+class _Samples:
+    """Latencies (ms) of every receipt, and of the last receipt of each event, by kind."""
+
+    def __init__(self) -> None:
+        self.all: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
+        self.last: dict[str, list[float]] = {"join": [], "leave": [], "crash": []}
+
+    def record(self, kind: str, started: float, times: list[float]) -> None:
+        latencies = [(t - started) * 1000 for t in times]
+        self.all[kind] += latencies
+        self.last[kind].append(max(latencies))
+
+    def figures(self) -> dict[str, list[float]]:
+        return {**self.all, **{f"{kind}_last": values for kind, values in self.last.items()}}
+
+
+async def _trial(room: _Room, n: int, samples: _Samples) -> None:
+    """A crash and a leave, each followed by a join that brings the room back to n."""
+    for kind in ("crash", "leave"):
+        gone = room.clients.pop(0)
+        started = time.monotonic()
+        if kind == "leave":
+            gone.send(LEAVE)
+        else:
+            gone.close()
+        samples.record(kind, started, await room.heard_by_all("left", gone.id, n - 1))
+        gone.close()
+        client, started = await room.join()
+        # the join trials are the joins after a crash, so there are `trials` of each
+        times = await room.heard_by_all("joined", client.id, n - 1)
+        if kind == "crash":
+            samples.record("join", started, times)
+        await asyncio.sleep(0.05)
+
+
+def run_pair(n: int, trials: int) -> dict[str, dict[str, Any]]:
+    """Join, leave and crash latencies to n-1 clients, per event kind, of a fresh distributor
+    and a fresh bare broadcaster measured in turns: {"distributor": ..., "broadcaster": ...}."""
+    ports = {"distributor": free_port(), "broadcaster": free_port()}
+    with (
+        distributor(ports["distributor"], free_port(), n + 8),
+        broadcaster.serving(ports["broadcaster"]),
+    ):
+        measured = uvloop.run(_measure(ports, n, trials))
+    return {server: _summary(server, n, trials, m) for server, m in measured.items()}
 
 
 def run(n: int, trials: int, server: Server = "distributor") -> dict[str, Any]:
-    """Join, leave and crash latencies to n-1 clients of a fresh `server`, per event kind."""
+    """Join, leave and crash latencies to n-1 clients of a fresh `server` alone."""
     port = free_port()
     serving = (
         distributor(port, free_port(), n + 8)
@@ -107,7 +142,11 @@ def run(n: int, trials: int, server: Server = "distributor") -> dict[str, Any]:
         else broadcaster.serving(port)
     )
     with serving:
-        measured = uvloop.run(_measure(port, n, trials))
+        measured = uvloop.run(_measure({server: port}, n, trials))
+    return _summary(server, n, trials, measured[server])
+
+
+def _summary(server: str, n: int, trials: int, measured: dict[str, list[float]]) -> dict[str, Any]:
     return {
         kind: {
             "server": server,

@@ -49,6 +49,39 @@ _SNAPSHOT_TAIL = len(b'],"last":true}')  # what follows the list (false: one mor
 Watch = Callable[[str, str, str, float], None]
 
 
+class Sampling:
+    """Which clients of a worker also digest their list (issue 23: a storm's harness that
+    hashed every record of every client cost more CPU than the distributor it measures).
+
+    A client picked in advance always does; any other decides at its snapshot: it digests
+    when that snapshot is the smallest this worker has seen (so the first client to join
+    does: its snapshot is the smallest of all) or holds every member expected (so the last
+    to join does: it gets them all in its snapshot). The rest count records and frames."""
+
+    def __init__(self, expect: int) -> None:
+        self.expect = expect
+        self.smallest = expect + 1
+        # the last whole snapshot digested here, and its digest: the many clients that join
+        # with the same list (all N, at a storm's end) compare bytes instead of hashing them
+        self.snapshot: tuple[bytes, Any] = (b"", None)
+
+    def digest_of(self, records: memoryview) -> Any:
+        """A fresh digest of one whole snapshot's record list (`_digest` of it)."""
+        seen, digest = self.snapshot
+        body = bytes(records)  # a copy, then a memcmp (a memoryview compares byte by byte)
+        if digest is None or body != seen:  # equal bytes: the same digest, exactly
+            digest = hashlib.sha256(body)
+            digest.update(b",")
+            self.snapshot = (body, digest)
+        return digest.copy()
+
+    def wants(self, count: int) -> bool:
+        if count <= self.smallest:
+            self.smallest = count
+            return True
+        return count >= self.expect
+
+
 def hello_frame(index: int, prefix: str = "c") -> tuple[str, bytes]:
     """A fresh id and the hello frame a node with that id would send."""
     member_id = f"{prefix}{index:06d}-{secrets.token_hex(8)}"
@@ -73,6 +106,7 @@ class RawClient(asyncio.Protocol):
         on_done: Callable[[RawClient], None] | None = None,
         watch: Watch | None = None,
         prefix: str = "c",
+        sampling: Sampling | None = None,
     ) -> None:
         self.id, self._hello = hello_frame(index, prefix)
         self.expect = expect
@@ -88,6 +122,11 @@ class RawClient(asyncio.Protocol):
         self._buffer = bytearray()
         self._pending = 0  # records in snapshot parts before the last one
         self.digest = hashlib.sha256()  # of the record lists received (module docstring)
+        self.frames = 0
+        # None: every client digests; else decided at the first snapshot (Sampling)
+        self._sampling = sampling
+        self.checked: bool | None = True if sampling is None else None
+        self.joined_with: int | None = None  # members in its first snapshot: its join's rank
         self._parts: Any = None  # the digest of a snapshot's parts so far (a hashlib hash)
         # our own handle on the socket, for Beats' thread (closed before the transport is)
         self._beat_socket: socket.socket | None = None
@@ -149,6 +188,7 @@ class RawClient(asyncio.Protocol):
             if end - start < length:
                 break
             pos = start + length
+            self.frames += 1
             self._frame(frames, start, pos)
         if frames is self._buffer:
             del self._buffer[:pos]
@@ -167,22 +207,34 @@ class RawClient(asyncio.Protocol):
             self.members += frames.count(_RECORD, start, stop)
             if frames.find(b"{", start + 1, stop) != -1:
                 self.members -= 2 * frames.count(_LEFT, start, stop)
-            # the events: after the first `[` (the version before it is a number), to `]}`
-            _digest(self.digest, frames, frames.index(b"[", start) + 1, stop - 2)
+            if self.checked:
+                # the events: after the first `[` (the version before it is a number), to `]}`
+                _digest(self.digest, frames, frames.index(b"[", start) + 1, stop - 2)
             if self._watch is not None:
                 self._report(frames[start:stop])
         elif frames.startswith(_SNAPSHOT, start):
             # the naive mode sends a whole new list each time: the last part replaces the count
             records = frames.index(_MEMBERS, start) + len(_MEMBERS)
             form = _RECORD if frames[records] == ord("[") else _OBJECT_RECORD
-            self._pending += frames.count(form, records, stop)
+            count = frames.count(form, records, stop)
+            self._pending += count
             last = frames.endswith(_LAST, start, stop)
-            if self._parts is None:
-                self._parts = hashlib.sha256()
-            _digest(self._parts, frames, records, stop - _SNAPSHOT_TAIL - (not last))
+            if self.joined_with is None:
+                self.joined_with = count if last else -1  # -1: a list in parts
+            if self.checked is None:  # its first snapshot (of a list in parts: the first part)
+                assert self._sampling is not None
+                self.checked = self._sampling.wants(count if last else self._sampling.expect)
+            if self.checked and last and self._parts is None and self._sampling is not None:
+                with memoryview(frames) as view:  # a whole list in one frame
+                    self._parts = self._sampling.digest_of(view[records : stop - _SNAPSHOT_TAIL])
+            elif self.checked:
+                if self._parts is None:
+                    self._parts = hashlib.sha256()
+                _digest(self._parts, frames, records, stop - _SNAPSHOT_TAIL - (not last))
             if last:
                 self.members, self._pending = self._pending, 0
-                self.digest, self._parts = self._parts, None
+                if self.checked:
+                    self.digest, self._parts = self._parts, None
         elif frames.startswith(_HELLO, start):
             self.answered.set()
         elif frames.startswith(_ERROR, start):

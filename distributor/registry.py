@@ -112,7 +112,8 @@ class Registry:
     def unregister(self, member: Member, reason: str) -> MemberLeft | None:
         """Remove exactly this registration; None when it was already replaced or gone."""
         entry = self._entries.get(member.id)
-        if entry is None or entry.member != member:
+        # the very record registered, as a rule: compared field by field only otherwise
+        if entry is None or (entry.member is not member and entry.member != member):
             return None
         del self._entries[member.id]
         self._compact.remove(member.id)

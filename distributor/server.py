@@ -104,6 +104,9 @@ class DistributorServer:
         # the members' compact records (version 3) joined, so a snapshot is bytes copied
         self._next_flush = 0.0  # monotonic time before which a flush waits (see _flush)
         self._flush_timer: asyncio.TimerHandle | None = None
+        # links whose output was over the transport's high-water mark at the last flush:
+        # while any is, changes are batched (a storm's snapshots are what backs them up)
+        self._backed_up = 0
 
     async def start(self, host: str, port: int) -> None:
         self.address = join_address(host, await self._listener.start(host, port))
@@ -129,10 +132,17 @@ class DistributorServer:
         self._on_change()
 
     def _queue(self, data: Outgoing) -> None:
-        if self._flush_timer is None:
-            delay = max(0.0, self._next_flush - time.monotonic())
-            self._flush_timer = asyncio.get_running_loop().call_later(delay, self._flush)
+        """Adaptive coalescing: written at once when nothing is pending (no flush waits, the
+        last flush was quick and left no link backed up), as a bare broadcaster would;
+        else it joins the flush that waits, or one timed as _flush says."""
         self._outbox.append(data)
+        if self._flush_timer is not None:
+            return  # a flush is pending: this change goes out with it
+        delay = self._next_flush - time.monotonic()
+        if delay <= 0 and not self._backed_up:
+            self._flush()
+            return
+        self._flush_timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._flush)
 
     def _flush(self) -> None:
         if self._flush_timer is not None:
@@ -159,16 +169,20 @@ class DistributorServer:
         # the same bytes to every link of a form; made only if some link needs that form
         deltas: dict[bool, tuple[bytes, int]] = {}
         snapshots: dict[bool, tuple[bytes, int]] = {}
+        backed_up = 0
         for link in self._links.values():
+            if link.backed_up:
+                backed_up += 1
             compact = link.peer_version >= COMPACT_VERSION
-            if link in joining:
+            if joining and link in joining:
                 if compact not in snapshots:
                     snapshots[compact] = self._joining_writes(outbox, compact)
-                link.send_nowait(*snapshots[compact])
+                link.write_now(*snapshots[compact])
                 continue
             if compact not in deltas:
                 deltas[compact] = self._writes(outbox, compact)
-            link.send_nowait(*deltas[compact])
+            link.write_now(*deltas[compact])
+        self._backed_up = backed_up
 
     def _joining_writes(self, outbox: list[Outgoing], compact: bool) -> tuple[bytes, int]:
         """What a link registered since the last flush gets: the registry as it is now, as
@@ -201,6 +215,15 @@ class DistributorServer:
             return
         registered = hello.member  # what this link has registered: its hello, then updates
         end: LinkEnd | None = None
+        gone = False
+
+        def depart(end: LinkEnd | None) -> None:
+            # once: as the link finds its end (its on_end), or when serve() is left
+            nonlocal gone
+            if not gone:
+                gone = True
+                self._unregister(registered, link, end)
+
         try:
             await snapshot_sent  # serve() beats only after it: the snapshot comes first
 
@@ -212,9 +235,13 @@ class DistributorServer:
                     self.registry.report_links(registered.id, message.broken)
                 # else: heartbeats (a leave ends serve())
 
+            # the departure goes out from the callback that found it, as a bare
+            # broadcaster's would, not a loop iteration later when this task wakes
+            link.on_end = depart
             end = await link.serve(on_message)
         finally:
-            self._unregister(registered, link, end)
+            link.on_end = None
+            depart(end)
 
     def _register(self, link: Link, member: Member) -> asyncio.Future[None] | None:
         """Register and queue the join; done when the next flush has sent the link its
@@ -240,8 +267,9 @@ class DistributorServer:
             old_link.abort()
             link.log.info("registration_replaced", incarnation=member.incarnation)
         self._links[member.id] = link
-        self._broadcast(joined)  # schedules the flush
+        # the snapshot is owed before the join goes out: that may be at once (_queue)
         snapshot_sent = self._joining[link] = asyncio.get_running_loop().create_future()
+        self._broadcast(joined)
         link.log.info(
             "member_joined",
             member=member.name,

@@ -119,7 +119,10 @@ class Calls:
             if to is not None:
                 target = self.resolve(to)
                 try:
-                    answer = target, await self._call_member(target, method, body, timeout)
+                    if target != self._local.id:  # a peer: the mesh's request, no layer between
+                        answer = target, await self._mesh.request(target, method, body, timeout)
+                    else:
+                        answer = target, await self._call_member(target, method, body, timeout)
                 except RequestFailed as exc:
                     exc.member = target
                     raise

@@ -100,6 +100,9 @@ class Link(asyncio.Protocol):
         # while serve() runs: who takes the frames, and the end it returns
         self._on_message: Callable[[Message], None] | None = None
         self._served: asyncio.Future[LinkEnd] | None = None
+        # told the end at once, in the callback that found it, while serve() runs (the
+        # distributor sends a departure on without waiting for serve()'s task to wake)
+        self.on_end: Callable[[LinkEnd], None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.TimerHandle | None = None  # the peer's silence deadline
@@ -153,6 +156,11 @@ class Link(asyncio.Protocol):
         if self._on_message is not None:
             self._end(self._lost)
 
+    @property
+    def backed_up(self) -> bool:
+        """More is buffered for the peer than the transport's high-water mark."""
+        return self._writing_paused
+
     def pause_writing(self) -> None:
         self._writing_paused = True
 
@@ -193,6 +201,24 @@ class Link(asyncio.Protocol):
         self._loop.call_soon(self._flush)
         self._write(data)
 
+    def write_now(self, data: bytes, frames: int) -> None:
+        """Pre-encoded frames, written at once (after what is queued, if anything is), with
+        no flush armed for later frames: for a sender that batches its own (the
+        distributor's flush writes each link once, to thousands of links: kept lean)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._traffic.frames_sent += frames
+        if self._queued is not None:
+            self._queued.append(data)
+        elif self._dispatching:
+            self._queued = [data]
+        elif self._writing_paused:
+            self._write(data)  # it checks the backlog
+        else:
+            transport.write(data)
+            self._traffic.bytes_sent += len(data)
+
     def _flush(self) -> None:
         queued, self._queued = self._queued, None
         if queued and not self.is_closing():
@@ -203,7 +229,8 @@ class Link(asyncio.Protocol):
         assert transport is not None  # is_closing() said so
         # Judged by what the peer left of earlier writes, not by this one: a burst (one
         # loop iteration's frames) over the limit is no sign of a peer that stopped reading.
-        if transport.get_write_buffer_size() > self._write_limit:
+        # Below the transport's high-water mark (writing not paused) it is far below it.
+        if self._writing_paused and transport.get_write_buffer_size() > self._write_limit:
             self.log.warning("link_aborted", why="peer is not reading its frames")
             transport.abort()
             return
@@ -217,6 +244,12 @@ class Link(asyncio.Protocol):
         long is as good as dead), or until the loop time `deadline`, then TimeoutError.
         """
         self.send_nowait(data)
+        await self.sent(deadline)
+
+    async def sent(self, deadline: float | None = None) -> None:
+        """What send() waits for once its frame is queued: a backlog to drain (LinkDown if
+        the link went meanwhile). A caller that finds the link neither backed up nor closing
+        after send_nowait() need not call it."""
         # Only a backlog over the transport's high-water mark is waited for: the usual
         # frame is taken at once, and a timeout armed for nothing would cost every request.
         if self._writing_paused and self._lost is None:
@@ -324,6 +357,8 @@ class Link(asyncio.Protocol):
     def _end(self, end: LinkEnd) -> None:
         if self._served is not None and not self._served.done():
             self._served.set_result(end)
+            if self.on_end is not None:
+                self.on_end(end)
 
     # The peer's silence deadline: one timer a link, moved on only when it fires (a
     # frame's arrival just notes the time), so an idle link costs a timer a timeout.
