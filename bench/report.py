@@ -184,25 +184,26 @@ def _messaging_rows(results: dict[str, Any]) -> list[Row]:
     def median(key: str) -> float:
         return statistics.median(run[key] for run in runs)
 
-    rps = Row(
-        "request rps, node to node / bare echo",
-        "rps",
-        [run["mesh_rps"] for run in runs],
-        ">= 0.8",
-        f"bare echo {median('bare_rps'):,.0f} rps, batched {median('bare_batched_rps'):,.0f}",
-        # each run's: the median of its rounds' ratios to the better bare echo of the round
-        [run["ratio"] for run in runs],
-        on_ratio=True,
-    )
-    latency = Row(
-        "request latency p50, one in flight",
-        "us",
-        [run["mesh_p50_us"] for run in runs],
-        "<= 1.2x",
-        f"bare echo {median('bare_p50_us'):.0f} us",
-        [run["latency_ratio"] for run in runs],
-    )
-    return [rps, latency]
+    def row(what: str, unit: str, key: str, goal: str, yardstick: str, ratio: str) -> Row:
+        """The mesh's figure `key` of each run, and that run's `ratio` to the bare echo."""
+        figures, ratios = [run[key] for run in runs], [run[ratio] for run in runs]
+        return Row(what, unit, figures, goal, yardstick, ratios, on_ratio=unit == "rps")
+
+    bare_rps = f"bare echo {median('bare_rps'):,.0f} rps, batched {median('bare_batched_rps'):,.0f}"
+    return [
+        # each run's ratio: the median of its rounds' ratios to the round's better bare echo
+        row(
+            "request rps, node to node / bare echo", "rps", "mesh_rps", ">= 0.8", bare_rps, "ratio"
+        ),
+        row(
+            "request latency p50, one in flight",
+            "us",
+            "mesh_p50_us",
+            "<= 1.2x",
+            f"bare echo {median('bare_p50_us'):.0f} us",
+            "latency_ratio",
+        ),
+    ]
 
 
 def _propagation_rows(results: dict[str, Any]) -> list[Row]:
