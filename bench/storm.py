@@ -217,11 +217,11 @@ def run_point(
         expected = members_digest(http_port)
     done = sum(r["done"] for r in reports)
     checked = sum(r["checked"] for r in reports)
-    mismatched = sum(sum(r["digests"].values()) for r in reports) - held(reports, expected)
+    wrong = mismatched(reports, expected)
     # the first and the last to join of all the workers' clients digested their lists
     ends = [r[key] for r in reports for key in ("first_joined", "last_joined") if r[key]]
     ends_checked = bool(ends) and min(ends)[1] and max(ends)[1]
-    completed = done == n and not mismatched and checked >= min(n, SAMPLE) and ends_checked
+    completed = done == n and not wrong and checked >= min(n, SAMPLE) and ends_checked
     last = max((r["last"] for r in reports if r["last"] is not None), default=start)
     entry: dict[str, Any] = {
         "n": n,
@@ -245,8 +245,8 @@ def run_point(
         entry["note"] = f"{done}/{n} clients held all members within {budget:g} s" + (
             f"; {sum(r['errors'] for r in reports)} failed, e.g. {errors[0]}" if errors else ""
         )
-        if mismatched:
-            entry["note"] += f"; {mismatched} of them hold a list unlike the distributor's"
+        if wrong:
+            entry["note"] += f"; {wrong} of them hold a list unlike the distributor's"
         if not ends_checked:
             entry["note"] += "; the first or the last to join did not digest its list"
     return entry
@@ -255,6 +255,12 @@ def run_point(
 def held(reports: list[dict[str, Any]], expected: str) -> int:
     """How many clients that reported done hold the list whose digest is `expected`."""
     return sum(r["digests"][expected] for r in reports)
+
+
+def mismatched(reports: list[dict[str, Any]], expected: str) -> int:
+    """How many of the clients that digested their list hold another than `expected` (the
+    others count records and frames only: the sample, rawclient.Sampling, proves the list)."""
+    return sum(sum(r["digests"].values()) for r in reports) - held(reports, expected)
 
 
 def members_digest(http_port: int) -> str:
