@@ -34,7 +34,8 @@ INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 def labels(values: Any, what: str, limit: int) -> tuple[str, ...]:
     """A list of service names or tags, checked; ValueError says what is wrong."""
-    if isinstance(values, str) or not isinstance(values, Iterable):
+    # a string or a map is iterable too, but never a list of names ({"a": 1} is not ["a"])
+    if isinstance(values, str | Mapping) or not isinstance(values, Iterable):
         raise ValueError(f"{what} must be a list of names")
     values = list(values)
     if len(values) > limit:

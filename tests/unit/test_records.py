@@ -58,6 +58,8 @@ def test_label_lists_keep_order_and_refuse_repeats_and_excess() -> None:
         labels([f"t{i}" for i in range(MAX_TAGS + 1)], "tags", MAX_TAGS)
     with pytest.raises(ValueError, match="list"):
         labels("goods", "services", MAX_SERVICES)  # a string is not a list of names
+    with pytest.raises(ValueError, match="list"):
+        labels({"goods": 1}, "services", MAX_SERVICES)  # nor is a map (its keys)
 
 
 def test_meta_limits() -> None:
