@@ -73,7 +73,7 @@ class Rig:
         env = {"PORT": str(port), "HOST": "127.0.0.1", "INSTANCE_NAME": name}
         proc = _start([node, str(SERVER_JS)], env, self.tmp / f"{name}.log", self.load)
         self.procs.append(proc)
-        wait_for(f"{name} listening", lambda: _answers(port, "/health"))
+        wait_for(f"{name} listening", lambda: answers(port, "/health"))
         return port, proc
 
     def gateway(self, apps: dict[str, int]) -> int:
@@ -136,7 +136,7 @@ class Rig:
         log = self.tmp / "haproxy.log"
         proc = _start([binary, "-db", "-f", str(path)], {}, log, self.servers)
         self.procs.append(proc)
-        wait_for("haproxy answers", lambda: _answers(port, PATH))
+        wait_for("haproxy answers", lambda: answers(port, PATH))
         return port
 
     def stop(self) -> None:
@@ -155,7 +155,8 @@ def rig() -> Iterator[Rig]:
             made.stop()
 
 
-def _answers(port: int, path: str) -> bool:
+def answers(port: int, path: str) -> bool:
+    """GET 127.0.0.1:port/path answers 200 (no answer at all is a False too)."""
     try:
         return http("GET", port, path)[0] == 200
     except (OSError, ValueError):

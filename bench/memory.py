@@ -29,6 +29,7 @@ from typing import Any
 import uvloop
 
 from bench import watchers
+from bench.gateway import answers
 from bench.procs import distributor, program
 from bench.rawclient import Beats, RawClient, connect
 from bench.storm import Workers
@@ -87,7 +88,7 @@ def gateway_node_mb(instances: int = INSTANCES) -> float:
         [node_js, str(SERVER_JS)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_for("the app answers", lambda: _answers(app_port, "/health"))
+        wait_for("the app answers", lambda: answers(app_port, "/health"))
         definitions = [
             {
                 "name": "hello",
@@ -112,19 +113,12 @@ def gateway_node_mb(instances: int = INSTANCES) -> float:
 
                 wait_for(f"{instances} instances passing", passing)
                 for _ in range(GATEWAY_CALLS):
-                    assert _answers(gateway_port, "/hello/"), "a gateway call failed"
+                    assert answers(gateway_port, "/hello/"), "a gateway call failed"
                 time.sleep(CHECK_ROUNDS)
                 return status_mb(proc.pid, "VmRSS")
     finally:
         app.kill()
         app.wait()
-
-
-def _answers(port: int, path: str) -> bool:
-    try:
-        return http("GET", port, path)[0] == 200
-    except (OSError, ValueError):
-        return False
 
 
 def loaded_distributor_mb(members: int, queries: int, streams: int) -> dict[str, Any]:

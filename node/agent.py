@@ -31,12 +31,6 @@ class Agent:
         # gateway reads them on every request)
         self._made: tuple[str, tuple[Instance, ...]] | None = None
 
-    def __contains__(self, instance_id: str) -> bool:
-        return instance_id in self._definitions
-
-    def __len__(self) -> int:
-        return len(self._definitions)
-
     def check_room(self, definition: ServiceDefinition) -> None:
         """ValueError when `definition` is a new id beyond MAX_INSTANCES (a known id replaces)."""
         if definition.id not in self._definitions and len(self._definitions) >= MAX_INSTANCES:

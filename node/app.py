@@ -43,7 +43,6 @@ from shared.wire import (
     MAX_SERVICES,
     MAX_TAGS,
     Hello,
-    Instance,
     LinkReport,
     Member,
     check_record_size,
@@ -199,14 +198,13 @@ class Node:
             instances=[f"{i.id}:{i.health}" for i in new.instances],
         )
 
-    def register_instance(self, definition: ServiceDefinition) -> Instance:
+    def register_instance(self, definition: ServiceDefinition) -> None:
         """Register (or replace) an instance this node checks and announces; ValueError
         when it is one too many or would make our record too large (nothing changes then)."""
         self.agent.check_room(definition)
         extra = self.agent.instances(self.advertise_host, extra=definition)
         check_record_size(replace(self.member, instances=extra))
         self.agent.register(definition)
-        return next(i for i in self.member.instances if i.id == definition.id)
 
     def deregister_instance(self, instance_id: str) -> bool:
         """Remove one of our instances; False when we have none by that id."""

@@ -15,16 +15,16 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 from aiohttp import web
 
 from node.errors import RequestFailed
+from node.http import failure_response, result_response
 from node.routing import TRIES, Agent, ProviderPicker, healthiest, routable_instances
 from node.upstream import ConnectFailed, Exchange, Pool, UpstreamError, decoded, request_head
 from shared.config import join_address
 from shared.http import json_response
-from shared.wire import DNS_LABEL, MAX_DEPTH, Instance, nests_too_deeply
+from shared.wire import DNS_LABEL, Instance, json_value
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -162,19 +162,14 @@ class Gateway:
         body: Any = {}
         if raw.strip():
             try:
-                body = orjson_value(raw)
+                body = json_value(raw, "body", ValueError)
             except ValueError as exc:
                 raise GatewayError(400, str(exc), service) from None
         try:
             member, result = await self._node.call(None, method, body, service=service)
         except RequestFailed as exc:
-            response = json_response({"error": str(exc), **exc.extra}, exc.status)
-            if exc.member is not None:
-                response.headers["X-Mesh-Member"] = exc.member
-            return response
-        response = json_response(result)
-        response.headers["X-Mesh-Member"] = member
-        return response
+            return failure_response(exc)
+        return result_response(member, result)
 
     async def _forward(
         self, request: web.BaseRequest, service: str, key: str, instance: Instance
@@ -297,18 +292,6 @@ class Gateway:
         if request.transport is not None and self._site is not None:
             self._site.complete(request.transport)
         return await self.handle(request)
-
-
-def orjson_value(raw: bytes) -> Any:
-    """A JSON body of any type (a method's body need not be an object); ValueError if not
-    JSON or nested too deeply to send on."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"body is not JSON: {exc}") from None
-    if nests_too_deeply(raw, value):
-        raise ValueError(f"body nests deeper than {MAX_DEPTH} levels")
-    return value
 
 
 FORWARDED = frozenset(("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"))

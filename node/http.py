@@ -63,17 +63,29 @@ def parse_request(raw: bytes, default_timeout: float) -> Call:
     return Call(to, service, method, doc.get("body", {}), float(timeout))
 
 
-@web.middleware
-async def answer_failures(request: web.Request, handler: Handler) -> web.StreamResponse:
+def failure_response(exc: RequestFailed) -> web.Response:
     """The one place a failed request becomes an HTTP answer: the status node.errors.STATUS
     gives its reason, the error and its extra fields, and the member called, if any."""
+    response = json_response({"error": str(exc), **exc.extra}, exc.status)
+    if exc.member is not None:
+        response.headers["X-Mesh-Member"] = exc.member
+    return response
+
+
+def result_response(member: str, result: Any) -> web.Response:
+    """A request's result, naming the member that gave it."""
+    response = json_response(result)
+    response.headers["X-Mesh-Member"] = member
+    return response
+
+
+@web.middleware
+async def answer_failures(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route's RequestFailed answered by failure_response."""
     try:
         return await handler(request)
     except RequestFailed as exc:
-        response = json_response({"error": str(exc), **exc.extra}, exc.status)
-        if exc.member is not None:
-            response.headers["X-Mesh-Member"] = exc.member
-        return response
+        return failure_response(exc)
 
 
 def make_app(node: Node) -> web.Application:
@@ -146,9 +158,7 @@ def make_app(node: Node) -> web.Application:
         member, result = await node.call(
             call.to, call.method, call.body, call.timeout, service=call.service
         )
-        response = json_response(result)
-        response.headers["X-Mesh-Member"] = member
-        return response
+        return result_response(member, result)
 
     # one byte over the cap is enough to refuse; the request frame itself is checked again
     app = web.Application(client_max_size=max_frame + 1, middlewares=[answer_failures])

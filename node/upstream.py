@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, cast
+from typing import cast
 
 import httptools
 
@@ -277,7 +277,5 @@ def request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -
 
 
 def decoded(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """httptools' header bytes as text (HTTP headers are Latin-1)."""
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-
-
-__all__: list[Any] = ["ConnectFailed", "Exchange", "Pool", "UpstreamError", "request_head"]

@@ -1,5 +1,5 @@
-"""Reading a JSON body (a frame's, an HTTP request's) as one object, and whether a parsed
-value nests too deeply to be written again."""
+"""Reading a JSON body (a frame's, an HTTP request's) as one object or as any value, and
+whether a parsed value nests too deeply to be written again."""
 
 from __future__ import annotations
 
@@ -35,8 +35,21 @@ def json_object(raw: bytes, what: str, error: type[Exception]) -> dict[str, Any]
     return obj
 
 
+def json_value(raw: bytes, what: str, error: type[Exception]) -> Any:
+    """`raw` as any JSON value that can be sent on (not nested past MAX_DEPTH: a method's
+    body); `error` says what is wrong."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"{what} is not JSON: {exc}") from None
+    if nests_too_deeply(raw, value):
+        raise error(f"{what} nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
 __all__ = [
     "MAX_DEPTH",
     "json_object",
+    "json_value",
     "nests_too_deeply",
 ]
