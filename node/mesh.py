@@ -31,6 +31,7 @@ from node.errors import (
     RequestTooLarge,
     TooManyInFlight,
 )
+from node.expiry import Expiry
 from node.handlers import Handlers, failure, response_frame
 from node.linkstatus import LinkStatus
 from node.membership import Changes, Membership
@@ -124,6 +125,7 @@ class Mesh:
         self._tasks: set[asyncio.Task[None]] = set()  # the long-lived ones: dialers and seeds
         self._dialers: dict[str, asyncio.Task[None]] = {}  # member id -> its dialer
         self._request_ids = itertools.count(1)
+        self._expiry = Expiry()  # our requests' timeouts
         self._digest_cache: tuple[float, str] | None = None
         # called when a peer's link comes up or goes down (the Consul view's serfHealth
         # reads link states; node/app.py sets it)
@@ -466,10 +468,10 @@ class Mesh:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         session.pending[request_id] = future
-        # A timer on the future, not asyncio.timeout: this runs for every request, and
-        # the timer is the cheaper of the two (no task to look up, no cancellation).
+        # Not asyncio.timeout (a task to look up, a cancellation) nor a timer a request:
+        # the future fails at its deadline from a timer shared by the requests due then
         deadline = loop.time() + timeout
-        expiry = loop.call_at(deadline, _time_out, future)
+        expiry = self._expiry.add(deadline, future)
         link = session.link
         try:
             link.send_nowait(data)
@@ -481,7 +483,7 @@ class Mesh:
         except LinkDown as exc:
             raise RequestFailed(f"link died mid-request: {exc}") from None
         finally:
-            expiry.cancel()
+            self._expiry.discard(expiry, future)
             session.pending.pop(request_id, None)
             if future.done() and not future.cancelled():
                 future.exception()  # set while we waited on the send: seen, not logged as lost
@@ -494,11 +496,6 @@ class Mesh:
 
 def _nothing() -> None:
     pass
-
-
-def _time_out(future: asyncio.Future[Response]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def log_crash(task: asyncio.Task[None]) -> None:
