@@ -35,7 +35,7 @@ from bench import (
     storm,
 )
 from bench import dns as dns_bench
-from bench.procs import load_pinned
+from bench.procs import load_pinned, settle
 from harness.procs import ROOT, raise_nofile
 from shared import log as mesh_log
 
@@ -162,8 +162,12 @@ def main(argv: list[str]) -> int:
     sections: dict[str, float] = {}  # name: when it started
 
     def section(name: str, title: str) -> None:
+        # what the last section left the kernel to do is not this one's (a smoke run
+        # measures nothing worth the wait)
+        waited = 0.0 if smoke else settle()
         sections[name] = time.monotonic()
-        print(title, flush=True)
+        settled = f" (after {waited:.1f} s for the CPUs to settle)" if waited > 1 else ""
+        print(title + settled, flush=True)
 
     section("storm", "storm")
     storm_results = storm_rounds(

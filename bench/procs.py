@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,27 @@ def cpus() -> tuple[set[int], set[int]]:
 
 
 _pinning = [False]  # inside load_pinned(): program() pins what it starts to the server's
+
+
+def settle(idle: float = 0.9, most: float = 30.0, window: float = 0.5) -> float:
+    """Wait until the machine's CPUs were `idle` (a fraction) for a whole `window`, `most`
+    seconds at the longest; returns the seconds waited. After a storm of 10,000 links the
+    kernel was still busy while the next section measured (its latencies 1.3x worse)."""
+    started = time.monotonic()
+    while time.monotonic() - started < most:
+        before = _cpu_times()
+        time.sleep(window)
+        busy, total = (now - then for now, then in zip(_cpu_times(), before, strict=True))
+        if total and 1 - busy / total >= idle:
+            break
+    return time.monotonic() - started
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat's first line."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
 
 
 @contextlib.contextmanager
