@@ -471,7 +471,7 @@ class Mesh:
         # Not asyncio.timeout (a task to look up, a cancellation) nor a timer a request:
         # the future fails at its deadline from a timer shared by the requests due then
         deadline = loop.time() + timeout
-        expiry = self._expiry.add(deadline, future)
+        expiry_key = self._expiry.add(deadline, future)
         link = session.link
         try:
             link.send_nowait(data)
@@ -483,7 +483,7 @@ class Mesh:
         except LinkDown as exc:
             raise RequestFailed(f"link died mid-request: {exc}") from None
         finally:
-            self._expiry.discard(expiry, future)
+            self._expiry.discard(expiry_key, future)
             session.pending.pop(request_id, None)
             if future.done() and not future.cancelled():
                 future.exception()  # set while we waited on the send: seen, not logged as lost

@@ -23,6 +23,8 @@ from typing import cast
 
 import httptools
 
+from node.expiry import Expiry
+
 POOL_IDLE = 4.0  # seconds an idle connection is kept
 POOL_MAX = 64  # idle connections kept for one instance
 HIGH_WATER = 256 * 1024  # body bytes buffered before the app is paused
@@ -146,22 +148,22 @@ class Exchange(asyncio.Protocol):
 
     async def response_head(self, timeout: float) -> None:
         """Until the answer's status and headers came (TimeoutError after `timeout`; the
-        connection is then closed: its answer may still come, to no one). A timer, not
-        asyncio.timeout: this runs for every request through the gateway."""
+        connection is then closed: its answer may still come, to no one). Not
+        asyncio.timeout nor a loop timer a request (this runs for every request through
+        the gateway): the pool's Expiry, as the mesh's requests have."""
         if not self.head.done():
-            timer = self._loop.call_later(timeout, self._too_late)
+            head, expiry = self.head, self._pool.expiry
+            key = expiry.add(self._loop.time() + timeout, head)
             try:
-                await self.head
+                await head
+            except TimeoutError:
+                if self.transport is not None:
+                    self.transport.close()
+                raise
             finally:
-                timer.cancel()
+                expiry.discard(key, head)
         else:
             self.head.result()
-
-    def _too_late(self) -> None:
-        if not self.head.done():
-            self.head.set_exception(TimeoutError())
-            if self.transport is not None:
-                self.transport.close()
 
     async def body(self) -> AsyncIterator[bytes]:
         """The answer's body as it comes; UpstreamError when the app is lost mid-answer."""
@@ -204,6 +206,7 @@ class Pool:
 
     def __init__(self, connect_timeout: float) -> None:
         self._connect_timeout = connect_timeout
+        self.expiry = Expiry()  # its exchanges' response-head timeouts
         self._idle: dict[tuple[str, int], list[Exchange]] = {}
         self._all: set[Exchange] = set()
         self._sweeper: asyncio.TimerHandle | None = None
