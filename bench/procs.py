@@ -30,8 +30,10 @@ _pinning = [False]  # inside load_pinned(): program() pins what it starts to the
 
 def settle(idle: float = 0.9, most: float = 30.0, window: float = 0.5) -> float:
     """Wait until the machine's CPUs were `idle` (a fraction) for a whole `window`, `most`
-    seconds at the longest; returns the seconds waited. After a storm of 10,000 links the
-    kernel was still busy while the next section measured (its latencies 1.3x worse)."""
+    seconds at the longest; returns the seconds waited. A guard, not a proven cure: one
+    run measured propagation right after the N=10,000 storm 1.3x worse than the same code
+    alone a minute later, and what the storm leaves behind (10,000 sockets closing) is
+    not the next section's; in the run after it was added it never waited a second."""
     started = time.monotonic()
     while time.monotonic() - started < most:
         before = _cpu_times()

@@ -1,4 +1,6 @@
-"""Request timeouts in buckets: one loop timer for all the requests due in the same slice.
+"""Request timeouts in buckets: one loop timer for all the requests due in the same slice
+(a node's requests to its peers, node/mesh.py; the gateway's waits for an instance's
+response head, node/upstream.py).
 
 A timer a request (uvloop's call_at makes a libuv timer, and its cancel closes it)
 cost a node about 8 us of CPU a request, a quarter of what it spends beyond a bare
